@@ -50,7 +50,7 @@ system-deps:
 serve: install
 	$(BIN)/kaito serve
 
-test: install system-deps
+test: install install-vllm system-deps
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install
