@@ -1,0 +1,64 @@
+"""`kaito tune` and `python -m runtime.tuning`: run a LoRA/QLoRA tuning job (standard library only at import)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="preset name (default $KAITO_PRESET)")
+    p.add_argument("--method", choices=("qlora", "lora"), help="default: qlora, or lora when the config file "
+                   "switches quantization off")
+    p.add_argument("--data", action="append", default=[], metavar="PATH|URL",
+                   help="training data: file, folder or http(s) URL; repeat for several "
+                   "(default DatasetConfig.dataset_path, else the first file under /mnt/data)")
+    p.add_argument("--output-dir", help="where the adapter goes (under $KAITO_OUTPUT_ROOT, default /mnt)")
+    p.add_argument("--config", help="training_config.yaml (default $YAML_FILE_PATH, else "
+                   "/mnt/config/training_config.yaml when present, else Kaito's defaults)")
+    p.add_argument("--model-path", help="folder of the base weights (not needed for local presets)")
+    p.add_argument("--output-image", metavar="REF", help="push the adapter as an OCI image to REF when done")
+    p.add_argument("--insecure-registry", action="store_true", help="plain-HTTP registry for --output-image")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--epochs", type=float, help="TrainingArguments.num_train_epochs")
+    p.add_argument("--save-steps", type=int, help="checkpoint every N steps")
+    p.add_argument("--packing", action=argparse.BooleanOptionalAction, default=None,
+                   help="pack several chats into each sequence")
+    p.add_argument("--batch-size", type=int, help="per-device train batch size")
+    p.add_argument("--max-length", type=int, help="longest sequence in tokens")
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--metrics-port", type=int, default=int(os.environ.get("KAITO_METRICS_PORT", "5000")),
+                   help="Prometheus metrics port while training (0 disables; default 5000)")
+    p.add_argument("--no-memory-check", dest="memory_check", action="store_false",
+                   help="do not compare the sizing plan with the device's free memory")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints after a completed run")
+
+
+def handle(args: argparse.Namespace) -> int:
+    from runtime.cli import CommandError
+    from runtime.tuning.config import ConfigError
+    from runtime.tuning.data import DataError
+    from runtime.tuning.fetch import DownloadError
+    from runtime.tuning.masking import TemplateError
+    from runtime.tuning.trainer import TuneError, TuneOptions, run
+
+    opts = TuneOptions(
+        preset=args.preset, method=args.method, data=args.data, output_dir=args.output_dir, config=args.config,
+        model_path=args.model_path, output_image=args.output_image, max_steps=args.max_steps, epochs=args.epochs,
+        save_steps=args.save_steps, packing=args.packing, batch_size=args.batch_size, max_length=args.max_length,
+        learning_rate=args.learning_rate, seed=args.seed, metrics_port=args.metrics_port,
+        memory_check=args.memory_check, insecure_registry=args.insecure_registry,
+        keep_checkpoints=args.keep_checkpoints,
+    )
+    try:
+        return run(opts)
+    except (ConfigError, DataError, DownloadError, TemplateError, TuneError) as err:
+        raise CommandError(str(err)) from None
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("tune", help="fine-tune a preset with LoRA/QLoRA from a Kaito training_config.yaml",
+                       description="Fine-tune a preset with LoRA or QLoRA (Kaito's tuning job).")
+    _add_arguments(p)
+    p.set_defaults(handler=handle)

@@ -1,0 +1,109 @@
+"""Download training data from http(s) URLs: size limit, retries, resume with Range, sha256 logged.
+
+Kaito's data-downloader init container does `curl` with 3 retries into /mnt/data; this does the same in
+process, and a retry continues a partial file (`<name>.part`) where the server honours `Range`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A URL could not be fetched (after retries), or its body is over the size limit."""
+
+
+def is_url(source: str) -> bool:
+    return urlparse(source).scheme in ("http", "https")
+
+
+def file_name(url: str) -> str:
+    """The basename of the URL path, without query or fragment (as Kaito's downloader names files)."""
+    name = Path(unquote(urlparse(url).path)).name
+    return name or "data"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _redact(url: str) -> str:
+    """The URL without credentials or query string (which may hold a SAS token): safe for logs."""
+    parts = urlparse(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def download(url: str, dest_dir: Path, *, max_bytes: int, retries: int = 3, timeout: float = 60.0,
+             backoff_s: float = 1.0) -> Path:
+    """Fetch `url` into `dest_dir` and return the file. An existing complete file is reused."""
+    import httpx
+
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / file_name(url)
+    if target.exists():
+        log.info("data %s already downloaded: %s sha256=%s", _redact(url), target, sha256_of(target))
+        return target
+    part = target.with_name(target.name + ".part")
+    last_error: Exception | str = "no attempt"
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(backoff_s * attempt)
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        try:
+            with httpx.stream("GET", url, headers=headers, timeout=timeout, follow_redirects=True) as resp:
+                if resp.status_code == 416 and have:  # nothing left to fetch: the part is whole
+                    break
+                if resp.status_code not in (200, 206):
+                    last_error = f"HTTP {resp.status_code}"
+                    if 400 <= resp.status_code < 500 and resp.status_code not in (408, 429):
+                        raise DownloadError(f"{_redact(url)}: {last_error}")
+                    continue
+                if resp.status_code == 200 and have:
+                    log.info("server ignored Range; restarting %s from byte 0", _redact(url))
+                    have = 0
+                length = resp.headers.get("content-length")
+                if length is not None and have + int(length) > max_bytes:
+                    raise DownloadError(f"{_redact(url)} is {have + int(length)} bytes, over the limit of "
+                                        f"{max_bytes} (DatasetConfig.max_download_bytes)")
+                with part.open("ab" if have else "wb") as out:
+                    written = have
+                    for chunk in resp.iter_bytes(CHUNK):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise DownloadError(f"{_redact(url)} is over the limit of {max_bytes} bytes "
+                                                "(DatasetConfig.max_download_bytes)")
+                        out.write(chunk)
+                if length is not None and written != have + int(length):
+                    last_error = f"short body ({written} of {have + int(length)} bytes)"
+                    continue
+                break
+        except DownloadError:
+            part.unlink(missing_ok=True)
+            raise
+        except httpx.HTTPError as err:
+            last_error = err
+            log.warning("download %s attempt %d failed: %s", _redact(url), attempt + 1, err)
+    else:
+        raise DownloadError(f"{_redact(url)}: failed after {retries + 1} attempts: {last_error}")
+    if not part.exists() or part.stat().st_size == 0:
+        raise DownloadError(f"{_redact(url)}: empty body")
+    part.rename(target)
+    log.info("downloaded %s -> %s (%d bytes) sha256=%s", _redact(url), target, target.stat().st_size,
+             sha256_of(target))
+    return target
