@@ -142,7 +142,7 @@ def resolve(
         username, password = auth
         return Credentials(username=username, password=password, source="arguments")
     if docker_config is not None:
-        return from_docker_config(host)
+        return from_docker_config(host, docker_config)
     if os.environ.get(ENV_PASSWORD):
         return Credentials(
             username=os.environ.get(ENV_USERNAME, ""), password=os.environ[ENV_PASSWORD], source="environment"
