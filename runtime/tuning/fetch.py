@@ -48,6 +48,20 @@ def _redact(url: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}"
 
 
+class _RedactURLs(logging.Filter):
+    """httpx logs every request URL at INFO; query strings may carry tokens, so log them redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact(str(a)) if type(a).__name__ == "URL" else a for a in record.args)
+        return True
+
+
+_httpx_log = logging.getLogger("httpx")
+if not any(isinstance(f, _RedactURLs) for f in _httpx_log.filters):
+    _httpx_log.addFilter(_RedactURLs())
+
+
 def download(url: str, dest_dir: Path, *, max_bytes: int, retries: int = 3, timeout: float = 60.0,
              backoff_s: float = 1.0) -> Path:
     """Fetch `url` into `dest_dir` and return the file. An existing complete file is reused."""
@@ -64,7 +78,8 @@ def download(url: str, dest_dir: Path, *, max_bytes: int, retries: int = 3, time
         if attempt:
             time.sleep(backoff_s * attempt)
         have = part.stat().st_size if part.exists() else 0
-        headers = {"Range": f"bytes={have}-"} if have else {}
+        # identity: byte ranges of a compressed transfer would not line up with the file on disk
+        headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
         try:
             with httpx.stream("GET", url, headers=headers, timeout=timeout, follow_redirects=True) as resp:
                 if resp.status_code == 416 and have:  # nothing left to fetch: the part is whole
@@ -83,7 +98,7 @@ def download(url: str, dest_dir: Path, *, max_bytes: int, retries: int = 3, time
                                         f"{max_bytes} (DatasetConfig.max_download_bytes)")
                 with part.open("ab" if have else "wb") as out:
                     written = have
-                    for chunk in resp.iter_bytes(CHUNK):
+                    for chunk in resp.iter_bytes():  # as it arrives, so a cut keeps what came
                         written += len(chunk)
                         if written > max_bytes:
                             raise DownloadError(f"{_redact(url)} is over the limit of {max_bytes} bytes "

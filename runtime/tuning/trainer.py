@@ -126,22 +126,37 @@ def device_memory_gib() -> tuple[str, float]:
     return "cpu", float("inf")
 
 
-def check_memory(preset, method: str, batch_size: int, seq_len: int) -> dict[str, float] | None:
+def check_memory(preset, config: TrainingConfig) -> dict[str, float] | None:
     """Refuse, with the sizing plan's numbers, when the estimate is over the device's free memory."""
     try:
-        from runtime.sizing.plan import estimate_tuning_memory
+        from runtime.sizing.plan import PlanError, estimate_tuning_memory
     except ImportError:
         log.warning("runtime.sizing.plan is not available: skipping the memory check")
         return None
-    estimate = estimate_tuning_memory(preset, method, batch_size=batch_size, seq_len=seq_len)
+    train = config.TrainingArguments
+    batch = int(train.get("per_device_train_batch_size", 1))
+    seq_len = min(int(train.get("max_length") or 1024), preset.context_length)
+    try:
+        estimate = estimate_tuning_memory(preset, config.method, batch_size=batch, seq_len=seq_len,
+                                          gradient_checkpointing=bool(train.get("gradient_checkpointing", True)),
+                                          lora_rank=int(config.LoraConfig.get("r", 8)))
+    except PlanError as err:
+        raise TuneError(f"memory plan: {err}") from None
     device, free = device_memory_gib()
     parts = ", ".join(f"{k} {v:.2f}" for k, v in estimate.items() if k != "total")
     if estimate["total"] > free:
-        raise TuneError(f"{preset.name} {method} needs about {estimate['total']:.2f} GiB ({parts}; batch {batch_size}, "
-                        f"seq {seq_len}) but {device} has {free:.2f} GiB free: lower "
+        raise TuneError(f"{preset.name} {config.method} needs about {estimate['total']:.2f} GiB ({parts}; batch "
+                        f"{batch}, seq {seq_len}) but {device} has {free:.2f} GiB free: lower "
                         "TrainingArguments.per_device_train_batch_size or max_length, use qlora, or a bigger device")
     log.info("memory plan %.2f GiB (%s) fits %s with %.2f GiB free", estimate["total"], parts, device, free)
     return estimate
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint that was written to the end (trainer_state.json is saved last)."""
+    done = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+            and (p / "trainer_state.json").exists()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
 def _dtype(name: str):
@@ -278,10 +293,8 @@ def run(opts: TuneOptions) -> int:
         return _push_step(opts, output_dir, preset.name)
 
     assistant_only = bool(config.TrainingArguments.get("assistant_only_loss", True))
-    batch = int(config.TrainingArguments.get("per_device_train_batch_size", 1))
-    seq_len = int(config.TrainingArguments.get("max_length") or 1024)
     if opts.memory_check:
-        check_memory(preset, method, batch, seq_len)
+        check_memory(preset, config)
 
     from runtime.tuning import data as data_mod
     from runtime.tuning.masking import tokenize_dataset
@@ -302,7 +315,6 @@ def run(opts: TuneOptions) -> int:
     train_set = tokenize_dataset(prepared.train, tokenizer, assistant_only)
     eval_set = tokenize_dataset(prepared.eval, tokenizer, assistant_only) if prepared.eval is not None else None
 
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
 
     checkpoints = output_dir / CHECKPOINTS
@@ -319,7 +331,7 @@ def run(opts: TuneOptions) -> int:
             from transformers.trainer_callback import PrinterCallback
 
             trainer.remove_callback(PrinterCallback)
-        resume = get_last_checkpoint(str(checkpoints))
+        resume = last_checkpoint(checkpoints)
         if resume:
             log.info("resuming from %s", resume)
             events.write("resume", checkpoint=resume)
@@ -327,7 +339,7 @@ def run(opts: TuneOptions) -> int:
         result = trainer.train(resume_from_checkpoint=resume)
         if stop.received is not None:
             progress.update("interrupted", trainer.state)
-            events.write("interrupted", step=trainer.state.global_step, checkpoint=get_last_checkpoint(str(checkpoints)))
+            events.write("interrupted", step=trainer.state.global_step, checkpoint=last_checkpoint(checkpoints))
             log.warning("stopped at step %d; checkpoint saved, a re-run resumes", trainer.state.global_step)
             return EXIT_INTERRUPTED
         final = dict(result.metrics)

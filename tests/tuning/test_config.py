@@ -1,0 +1,96 @@
+"""training_config.yaml: Kaito's defaults, precedence, and every rejection naming its field."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.tuning.config import ConfigError, build_config, load_config
+from tests.tuning.helpers import write_config
+
+
+@pytest.fixture(autouse=True)
+def _root(tmp_path, monkeypatch):
+    monkeypatch.setenv("KAITO_OUTPUT_ROOT", str(tmp_path))
+
+
+def test_qlora_defaults_are_kaitos(tmp_path):
+    cfg = build_config(method="qlora")
+    q = cfg.QuantizationConfig
+    assert (q.load_in_4bit, q.bnb_4bit_quant_type, q.bnb_4bit_compute_dtype, q.bnb_4bit_use_double_quant) == (
+        True, "nf4", "bfloat16", True)
+    assert cfg.LoraConfig == {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0}
+    assert cfg.ModelConfig.torch_dtype == "bfloat16" and cfg.ModelConfig.local_files_only
+    assert cfg.TrainingArguments["per_device_train_batch_size"] == 1
+    assert cfg.TrainingArguments["num_train_epochs"] == 3
+    assert cfg.DatasetConfig.train_test_split == 1 and cfg.DatasetConfig.shuffle_dataset
+    assert cfg.output_dir == tmp_path.resolve() / "results"
+
+
+def test_lora_defaults_do_not_quantize():
+    cfg = build_config(method="lora")
+    assert not cfg.QuantizationConfig.enabled
+    assert cfg.LoraConfig["r"] == 8
+
+
+def test_file_then_flags_override_defaults(tmp_path):
+    path = write_config(tmp_path / "c.yaml", {
+        "LoraConfig": {"r": 16, "target_modules": ["q_proj"]},
+        "TrainingArguments": {"max_steps": 7, "learning_rate": 1e-3},
+        "DatasetConfig": {"shuffle_seed": 5},
+    })
+    cfg = load_config(path, "qlora", {"TrainingArguments": {"max_steps": 3}})
+    assert cfg.LoraConfig == {"r": 16, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj"]}
+    assert cfg.TrainingArguments["max_steps"] == 3  # flag wins
+    assert cfg.TrainingArguments["learning_rate"] == 1e-3  # file wins over defaults
+    assert cfg.DatasetConfig.shuffle_seed == 5
+    assert cfg.QuantizationConfig.load_in_4bit  # untouched default
+
+
+def test_method_inferred_from_file(tmp_path):
+    path = write_config(tmp_path / "c.yaml", {"QuantizationConfig": {"load_in_4bit": False}})
+    assert load_config(path).method == "lora"
+    assert load_config(None).method == "qlora"
+
+
+@pytest.mark.parametrize(
+    ("body", "method", "field"),
+    [
+        ({"Bogus": {}}, None, "Bogus"),
+        ({"ModelConfig": {"torch_dtyp": "float32"}}, None, "ModelConfig.torch_dtyp"),
+        ({"QuantizationConfig": {"load_in_4bit": True, "load_in_8bit": True}}, "qlora", "load_in_8bit"),
+        ({"QuantizationConfig": {"load_in_4bit": True}}, "lora", "QuantizationConfig"),
+        ({"QuantizationConfig": {"load_in_4bit": False}}, "qlora", "QuantizationConfig"),
+        ({"TrainingArguments": {"output_dir": "/etc/results"}}, None, "TrainingArguments.output_dir"),
+        ({"TrainingArguments": {"output_dir": "../../escape"}}, None, "TrainingArguments.output_dir"),
+        ({"DatasetConfig": {"train_test_split": 1.5}}, None, "DatasetConfig.train_test_split"),
+        ({"DatasetConfig": {"dataset_extension": "xml"}}, None, "DatasetConfig.dataset_extension"),
+        ({"LoraConfig": ["r", 8]}, None, "LoraConfig"),
+        ({}, "dora", "dora"),
+    ],
+)
+def test_rejections_name_the_field(body, method, field):
+    with pytest.raises(ConfigError) as err:
+        build_config(body, method)
+    assert field in str(err.value)
+
+
+def test_file_shape_errors(tmp_path):
+    bad_top = tmp_path / "top.yaml"
+    bad_top.write_text("ModelConfig: {}\n")
+    with pytest.raises(ConfigError, match="training_config"):
+        load_config(bad_top)
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("training_config: {}\nother: 1\n")
+    with pytest.raises(ConfigError, match="other"):
+        load_config(extra)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("training_config: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_relative_output_dir_is_under_root(tmp_path):
+    cfg = build_config({"TrainingArguments": {"output_dir": "runs/a"}})
+    assert cfg.output_dir == tmp_path.resolve() / "runs" / "a"
