@@ -1,0 +1,187 @@
+"""`kaito render | apply | get workspace | controller | run`: the Workspace commands.
+
+Only the standard library at module level (the CLI must start fast); yaml, kubernetes and kopf are imported
+inside the handlers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("render", help="print the Kubernetes manifests of a Workspace YAML")
+    p.add_argument("-f", "--filename", required=True, help="Workspace YAML ('-' for stdin)")
+    p.add_argument("-n", "--namespace", help="namespace for the manifests (default: the file's, else default)")
+    p.set_defaults(handler=_render)
+
+    p = sub.add_parser("apply", help="create or update a Workspace in the current kube context")
+    p.add_argument("-f", "--filename", required=True, help="Workspace YAML ('-' for stdin)")
+    p.add_argument("-n", "--namespace", help="namespace (default: the file's, else default)")
+    p.set_defaults(handler=_apply)
+
+    p = sub.add_parser("get", help="list Workspaces with their conditions (like kubectl get workspace)")
+    p.add_argument("resource", choices=["workspace", "workspaces", "wk", "wks"], help="what to list")
+    p.add_argument("name", nargs="?", help="one Workspace")
+    p.add_argument("-n", "--namespace", default=None, help="namespace (default: default)")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    p.set_defaults(handler=_get)
+
+    p = sub.add_parser("controller", help="run the Workspace operator (kopf) against the current kube context")
+    p.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable)")
+    p.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    p.set_defaults(handler=_controller)
+
+    p = sub.add_parser("run", help="run a Workspace on this machine, without Kubernetes")
+    p.add_argument("-f", "--filename", required=True, help="Workspace YAML ('-' for stdin)")
+    p.add_argument("--local", action="store_true", required=True,
+                   help="run here: the runtime as a process (default) or the preset image with --engine")
+    p.add_argument("--engine", choices=["process", "podman", "docker"], default="process",
+                   help="process: `kaito serve` in this environment; podman/docker: the preset image")
+    p.add_argument("--port", type=int, default=5000, help="local port of the server (default 5000)")
+    p.add_argument("--image", help="image to run instead of <registry>/kaito-<preset>:<tag> (podman/docker)")
+    p.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    p.set_defaults(handler=_run)
+
+
+def _load(filename: str, namespace: str | None = None) -> dict:
+    import yaml
+
+    from runtime.cli import CommandError
+
+    try:
+        text = sys.stdin.read() if filename == "-" else open(filename, encoding="utf-8").read()
+    except OSError as err:
+        raise CommandError(f"cannot read {filename}: {err.strerror}") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError as err:
+        raise CommandError(f"{filename} is not valid YAML: {err}") from None
+    workspaces = [d for d in docs if isinstance(d, dict) and d.get("kind") == "Workspace"]
+    if len(workspaces) != 1:
+        raise CommandError(f"{filename} must hold exactly one Workspace, found {len(workspaces)}")
+    obj = workspaces[0]
+    obj.setdefault("metadata", {})
+    if namespace:
+        obj["metadata"]["namespace"] = namespace
+    obj["metadata"].setdefault("namespace", "default")
+    return obj
+
+
+def _resolve(obj: dict):
+    from runtime.cli import CommandError
+    from runtime.controller import spec
+
+    try:
+        resolved = spec.resolve(obj)
+    except spec.WorkspaceInvalid as err:
+        raise CommandError("invalid Workspace:\n  " + "\n  ".join(str(p) for p in err.problems)) from None
+    for warning in resolved.fit.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return resolved
+
+
+def _render(args) -> int:
+    from runtime.controller import render
+
+    resolved = _resolve(_load(args.filename, args.namespace))
+    manifests = render.render(resolved.workspace, resolved.preset, resolved.fit,
+                              render.RenderSettings.from_env(os.environ))
+    sys.stdout.write(render.to_yaml(manifests))
+    return 0
+
+
+def _client():
+    from runtime.cli import CommandError
+    from runtime.controller import kube
+
+    try:
+        return kube.api_client()
+    except Exception as err:  # ConfigException, missing kubeconfig: say what to do
+        raise CommandError(f"no Kubernetes context: {err} (set KUBECONFIG or run in a cluster)") from None
+
+
+def _apply(args) -> int:
+    from runtime.controller import kube
+
+    obj = _load(args.filename, args.namespace)
+    _resolve(obj)  # refuse what the controller would refuse, before it reaches the cluster
+    outcome = kube.apply_workspace(_client(), obj)
+    print(f"workspace.kaito.sh/{obj['metadata']['name']} {outcome}")
+    return 0
+
+
+def _age(created: str | None, now: dt.datetime | None = None) -> str:
+    """kubectl's AGE: 45s, 12m, 5h, 3d."""
+    if not created:
+        return "<unknown>"
+    start = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    seconds = int(((now or dt.datetime.now(dt.UTC)) - start).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size * (2 if unit != "m" else 1):
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def workspace_table(items: list[dict], now: dt.datetime | None = None) -> str:
+    """The seed's `kubectl get workspace` table, plus WORKSPACEREADY (the quick start's third column)."""
+    from runtime.controller import status
+
+    header = ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "JOBSTARTED", "WORKSPACESUCCEEDED",
+              "WORKSPACEREADY", "AGE"]
+    rows = [header]
+    for obj in items:
+        meta = obj.get("metadata", {})
+        rows.append([
+            meta.get("name", ""),
+            (obj.get("resource") or {}).get("instanceType") or "",
+            status.condition_status(obj, status.RESOURCE_READY),
+            status.condition_status(obj, status.INFERENCE_READY),
+            status.condition_status(obj, status.JOB_STARTED),
+            status.condition_status(obj, status.WORKSPACE_SUCCEEDED),
+            status.condition_status(obj, status.WORKSPACE_READY),
+            _age(meta.get("creationTimestamp"), now),
+        ])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows) + "\n"
+
+
+def _get(args) -> int:
+    from runtime.cli import CommandError
+    from runtime.controller import kube
+
+    client = _client()
+    namespace = None if args.all_namespaces else (args.namespace or "default")
+    if args.name:
+        obj = kube.read_workspace(client, args.name, namespace or "default")
+        if obj is None:
+            raise CommandError(f'workspaces.kaito.sh "{args.name}" not found', code=1)
+        items = [obj]
+    else:
+        items = kube.list_workspaces(client, namespace)
+        if not items:
+            print(f"No resources found in {namespace or 'any'} namespace.", file=sys.stderr)
+            return 0
+    sys.stdout.write(workspace_table(items))
+    return 0
+
+
+def _controller(args) -> int:
+    import asyncio
+
+    import kopf
+
+    import runtime.controller.handlers  # noqa: F401  (registers the handlers)
+
+    kwargs = {"namespaces": args.namespace} if args.namespace else {"clusterwide": True}
+    asyncio.run(kopf.operator(standalone=True, liveness_endpoint=args.liveness, **kwargs))
+    return 0
+
+
+def _run(args) -> int:
+    from runtime.controller import local
+
+    resolved = _resolve(_load(args.filename))
+    return local.run(resolved, engine=args.engine, port=args.port, image=args.image, dry_run=args.dry_run)

@@ -1,0 +1,502 @@
+"""Workspace -> Kubernetes manifests, as pure functions (no cluster, no I/O, no environment reads).
+
+`render(ws, preset, fit, settings)` returns a list of plain manifest dicts in apply order. Inference gives a
+ConfigMap (unless the user names one), a Deployment (a StatefulSet plus a headless Service when the sizing
+plan needs several nodes) and a Service 80 -> 5000; tuning gives a ConfigMap (Kaito's qlora/lora defaults
+unless the user names one), a ServiceAccount/Role/RoleBinding that lets the trainer report progress on its own
+pod, and a Job. Names, volumes and mount paths follow Kaito (kaito-reference.md §3, §5.2).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from runtime.controller.spec import (
+    ANNOTATION_ENABLE_LB,
+    GROUP,
+    KIND,
+    LABEL_WORKSPACE,
+    STORAGE_VERSION,
+    FitReport,
+    Workspace,
+    runtime_of,
+)
+
+PORT = 5000
+ADAPTERS_DIR = "/mnt/adapter"
+CONFIG_DIR = "/mnt/config"
+DATA_DIR = "/mnt/data"
+RESULTS_DIR = "/mnt/results"
+INFERENCE_CONFIG_KEY = "inference_config.yaml"
+TRAINING_CONFIG_KEY = "training_config.yaml"
+GPU_RESOURCE = "nvidia.com/gpu"
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+SPEC_HASH_ANNOTATION = "kaito.sh/spec-hash"
+"""Hash of the rendered manifest: the applier replaces an object only when it changed."""
+PROGRESS_ANNOTATION = "kaito.sh/training-progress"
+"""JSON the trainer writes on its own pod (step, max_steps, epoch, loss); status.py copies it to the Workspace."""
+MANAGED_BY = "kaito-runtime"
+RAY_PORT = 6379
+
+# Kaito's default training ConfigMaps (charts/kaito/workspace/templates/{qlora,lora}-params.yaml).
+_QUANT_4BIT = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "bfloat16",
+               "bnb_4bit_use_double_quant": True}
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """What rendering takes from outside the Workspace (the CLI and the operator fill it from the environment)."""
+
+    registry: str = "mcr.microsoft.com/aks/kaito"
+    """Registry of the preset images (env PRESET_REGISTRY_NAME)."""
+    data_downloader_image: str = "curlimages/curl:8.11.1"
+    """Image of the init container that downloads tuning.input.urls."""
+    default_gpus: int = 1
+    """GPUs per pod when no sizing plan says otherwise (bring-your-own nodes)."""
+
+    @classmethod
+    def from_env(cls, environ) -> RenderSettings:
+        """Settings from an environment mapping (pass os.environ); PRESET_REGISTRY_NAME as in Kaito."""
+        registry = environ.get("PRESET_REGISTRY_NAME") or cls.registry
+        return cls(registry=registry)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def labels(ws: Workspace) -> dict[str, str]:
+    return {LABEL_WORKSPACE: ws.name, "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def selector(ws: Workspace) -> dict[str, str]:
+    return {LABEL_WORKSPACE: ws.name}
+
+
+def owner_references(ws: Workspace) -> list[dict[str, Any]]:
+    """The Workspace owns every child, so Kubernetes' garbage collector deletes them with it."""
+    if not ws.metadata.uid:  # rendering a file: there is no object to own the children yet
+        return []
+    return [{"apiVersion": f"{GROUP}/{STORAGE_VERSION}" if not ws.api_version else ws.api_version, "kind": KIND,
+             "name": ws.name, "uid": ws.metadata.uid, "controller": True, "blockOwnerDeletion": True}]
+
+
+def metadata(ws: Workspace, name: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": ws.namespace, "labels": {**labels(ws), **(extra_labels or {})}}
+    owners = owner_references(ws)
+    if owners:
+        meta["ownerReferences"] = owners
+    return meta
+
+
+def preset_image(preset, settings: RenderSettings, override: str | None = None) -> str:
+    """<registry>/kaito-<preset>:<tag>, unless presetOptions.image names another."""
+    return override or f"{settings.registry.rstrip('/')}/{preset.image_name}:{preset.image_tag}"
+
+
+def gpus_per_pod(ws: Workspace, preset, fit: FitReport, settings: RenderSettings) -> int:
+    if fit.plan is not None:  # InferencePlan.gpus_per_node, TuningPlan.gpus
+        planned = getattr(fit.plan, "gpus_per_node", None) or getattr(fit.plan, "gpus", None)
+        if planned:
+            return int(planned)
+    if fit.instance is not None:
+        return int(fit.instance.gpu_count)
+    if preset.is_local and not ws.instance_type:
+        return 0  # local presets run on CPU nodes
+    return settings.default_gpus
+
+
+def node_affinity(ws: Workspace) -> dict[str, Any]:
+    """labelSelector (matchLabels as In, matchExpressions as they are) plus the instance type label."""
+    expressions = [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(ws.resource.label_selector.match_labels.items())]
+    for req in ws.resource.label_selector.match_expressions:
+        item: dict[str, Any] = {"key": req.key, "operator": req.operator}
+        if req.operator in ("In", "NotIn"):
+            item["values"] = list(req.values)
+        expressions.append(item)
+    if ws.instance_type:
+        expressions.append({"key": INSTANCE_TYPE_LABEL, "operator": "In", "values": [ws.instance_type]})
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": expressions}]}}}
+
+
+def gpu_tolerations(gpus: int) -> list[dict[str, Any]]:
+    if gpus <= 0:
+        return []
+    return [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]
+
+
+def gpu_resources(gpus: int) -> dict[str, Any]:
+    if gpus <= 0:
+        return {}
+    return {"requests": {GPU_RESOURCE: str(gpus)}, "limits": {GPU_RESOURCE: str(gpus)}}
+
+
+def dshm_volume() -> dict[str, Any]:
+    return {"name": "dshm", "emptyDir": {"medium": "Memory"}}
+
+
+def with_hash(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Stamp the manifest's own hash into an annotation (the applier compares it to skip no-op updates)."""
+    body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+    manifest.setdefault("metadata", {}).setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = \
+        hashlib.sha256(body).hexdigest()[:16]
+    return manifest
+
+
+def docker_config_volume(name: str, secret: str) -> dict[str, Any]:
+    return {"name": name, "secret": {"secretName": secret, "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inference
+
+
+def is_multinode(ws: Workspace, preset, fit: FitReport) -> bool:
+    nodes = int(getattr(fit.plan, "nodes", 1) or 1) if fit.plan is not None else 1
+    return nodes > 1 and preset.distributed and runtime_of(ws, preset) == "vllm"
+
+
+def inference_config_name(ws: Workspace) -> str:
+    return ws.inference.config or f"{ws.name}-inference-params"
+
+
+def default_inference_config(ws: Workspace, preset, fit: FitReport) -> dict[str, Any]:
+    """Kaito's inference_config.yaml: wrapper settings plus a `vllm` section of engine flags from the plan."""
+    engine: dict[str, Any] = {"cpu-offload-gb": 0}
+    plan = fit.plan
+    if plan is not None:
+        for key, attr in (("gpu-memory-utilization", "gpu_memory_utilization"), ("max-model-len", "max_model_len"),
+                          ("tensor-parallel-size", "tensor_parallel_size"),
+                          ("pipeline-parallel-size", "pipeline_parallel_size")):
+            value = getattr(plan, attr, None)
+            if value is not None and not (key == "pipeline-parallel-size" and value == 1):
+                engine[key] = value
+    return {"max_probe_steps": 6, "kv_cache_cpu_memory_utilization": 0.5, "vllm": engine}
+
+
+def serve_args(ws: Workspace, preset) -> list[str]:
+    return ["kaito", "serve", preset.name, "--port", str(PORT), "--adapters-dir", ADAPTERS_DIR,
+            "--runtime", runtime_of(ws, preset), "--config", f"{CONFIG_DIR}/{INFERENCE_CONFIG_KEY}"]
+
+
+def leader_address(ws: Workspace) -> str:
+    return f"{ws.name}-0.{ws.name}-headless.{ws.namespace}.svc.cluster.local"
+
+
+def multinode_command(ws: Workspace, preset, fit: FitReport) -> list[str]:
+    """The one place that builds the multi-node (Ray leader/worker) command; swap it when the vLLM side changes.
+
+    Pod 0 starts the Ray head and then the server; the others join the head at LEADER_ADDRESS (kaito-reference §1.4).
+    """
+    nodes = int(fit.plan.nodes)
+    serve = " ".join(serve_args(ws, preset))
+    script = (
+        'if [ "${POD_INDEX}" = "0" ]; then '
+        f"ray start --head --port={RAY_PORT} && {serve}; "
+        f"else ray start --block --address=${{LEADER_ADDRESS}}:{RAY_PORT}; fi"
+    )
+    del nodes  # the cluster size reaches vLLM through pipeline-parallel-size in the inference config
+    return ["/bin/sh", "-c", script]
+
+
+def multinode_env(ws: Workspace) -> list[dict[str, Any]]:
+    return [
+        {"name": "POD_INDEX", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}},
+        {"name": "LEADER_ADDRESS", "value": leader_address(ws)},
+    ]
+
+
+def probes(preset, multinode: bool) -> dict[str, Any]:
+    """startupProbe waits the preset's readiness timeout; liveness and readiness then poll /health."""
+    if multinode:
+        # Only the leader serves HTTP; workers count as healthy while Ray runs them.
+        check = {"exec": {"command": ["/bin/sh", "-c", '[ "${POD_INDEX}" != "0" ] || python3 -c "import urllib.request;'
+                                                       f"urllib.request.urlopen('http://127.0.0.1:{PORT}/health')\""]}}
+    else:
+        check = {"httpGet": {"path": "/health", "port": PORT}}
+    return {
+        "startupProbe": {**check, "periodSeconds": 10, "failureThreshold": max(1, math.ceil(preset.readiness_timeout_s / 10))},
+        "livenessProbe": {**check, "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {**check, "periodSeconds": 10, "failureThreshold": 1},
+    }
+
+
+def inference_pod_template(ws: Workspace, preset, fit: FitReport, settings: RenderSettings) -> dict[str, Any]:
+    inference = ws.inference
+    options = inference.preset.preset_options
+    image = preset_image(preset, settings, options.image)
+    gpus = gpus_per_pod(ws, preset, fit, settings)
+    multinode = is_multinode(ws, preset, fit)
+    env: list[dict[str, Any]] = [{"name": a.source.name, "value": str(a.strength_value)} for a in inference.adapters]
+    if options.model_access_secret:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": options.model_access_secret, "key": "HF_TOKEN", "optional": True}}})
+    if multinode:
+        env += multinode_env(ws)
+    volumes = [dshm_volume(), {"name": "adapter-volume", "emptyDir": {}},
+               {"name": "config-volume", "configMap": {"name": inference_config_name(ws)}}]
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "adapter-volume", "mountPath": ADAPTERS_DIR},
+              {"name": "config-volume", "mountPath": CONFIG_DIR}]
+    init_containers = []
+    pull_secrets = list(options.image_pull_secrets)
+    for adapter in inference.adapters:
+        source = adapter.source
+        container: dict[str, Any] = {
+            "name": f"puller-{source.name}",
+            "image": image,
+            "command": ["kaito", "adapter", "pull", source.image, "--to", f"{ADAPTERS_DIR}/{source.name}"],
+            "volumeMounts": [{"name": "adapter-volume", "mountPath": ADAPTERS_DIR}],
+        }
+        if source.image_pull_secrets:
+            volume = f"docker-config-{source.name}"
+            volumes.append(docker_config_volume(volume, source.image_pull_secrets[0]))
+            container["volumeMounts"].append({"name": volume, "mountPath": "/root/.docker/config.json",
+                                              "subPath": "config.json", "readOnly": True})
+        init_containers.append(container)
+    main: dict[str, Any] = {
+        "name": ws.name,
+        "image": image,
+        "command": multinode_command(ws, preset, fit) if multinode else serve_args(ws, preset),
+        "ports": [{"name": "http", "containerPort": PORT}],
+        "env": env,
+        "resources": gpu_resources(gpus),
+        "volumeMounts": mounts,
+        **probes(preset, multinode),
+    }
+    if multinode:
+        main["ports"].append({"name": "ray", "containerPort": RAY_PORT})
+    if not env:
+        del main["env"]
+    if not main["resources"]:
+        del main["resources"]
+    pod_spec: dict[str, Any] = {
+        "affinity": node_affinity(ws),
+        "containers": [main],
+        "volumes": volumes,
+    }
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
+    tolerations = gpu_tolerations(gpus)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in pull_secrets]
+    return {"metadata": {"labels": labels(ws)}, "spec": pod_spec}
+
+
+def template_pod(ws: Workspace) -> dict[str, Any]:
+    """inference.template: the user's PodTemplateSpec, with our labels so the Service and status find it."""
+    template = copy.deepcopy(ws.inference.template)
+    template.setdefault("metadata", {}).setdefault("labels", {}).update(labels(ws))
+    return template
+
+
+def render_inference(ws: Workspace, preset, fit: FitReport, settings: RenderSettings) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if preset is None:  # template workloads: no preset, no sizing
+        pod = template_pod(ws)
+        multinode = False
+    else:
+        if not ws.inference.config:
+            out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(ws, inference_config_name(ws)),
+                        "data": {INFERENCE_CONFIG_KEY: yaml.safe_dump(default_inference_config(ws, preset, fit),
+                                                                      sort_keys=False)}})
+        pod = inference_pod_template(ws, preset, fit, settings)
+        multinode = is_multinode(ws, preset, fit)
+    service_selector = selector(ws)
+    if multinode:
+        replicas = int(fit.plan.nodes)
+        out.append({"apiVersion": "v1", "kind": "Service", "metadata": metadata(ws, f"{ws.name}-headless"),
+                    "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": selector(ws),
+                             "ports": [{"name": "ray", "port": RAY_PORT, "targetPort": RAY_PORT}]}})
+        out.append({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": metadata(ws, ws.name),
+                    "spec": {"replicas": replicas, "serviceName": f"{ws.name}-headless",
+                             "podManagementPolicy": "Parallel", "selector": {"matchLabels": selector(ws)},
+                             "template": pod}})
+        # Only the leader serves the API.
+        service_selector = {**selector(ws), "statefulset.kubernetes.io/pod-name": f"{ws.name}-0"}
+    else:
+        out.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(ws, ws.name),
+                    "spec": {"replicas": ws.resource.count, "selector": {"matchLabels": selector(ws)},
+                             "template": pod}})
+    lb = (ws.annotation(ANNOTATION_ENABLE_LB) or "").lower() == "true"
+    out.append({"apiVersion": "v1", "kind": "Service", "metadata": metadata(ws, ws.name),
+                "spec": {"type": "LoadBalancer" if lb else "ClusterIP", "selector": service_selector,
+                         "ports": [{"name": "http", "port": 80, "targetPort": PORT, "protocol": "TCP"}]}})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tuning
+
+
+def default_training_config(preset, method: str) -> dict[str, Any]:
+    """Kaito's qlora/lora default training_config (the Helm templates), with the preset's LoRA target modules."""
+    targets = list(preset.tuning.target_modules) if preset.tuning else []
+    lora: dict[str, Any] = {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0}
+    if targets:
+        lora["target_modules"] = targets
+    return {"training_config": {
+        "ModelConfig": {"torch_dtype": "bfloat16", "local_files_only": True, "device_map": "auto"},
+        "QuantizationConfig": dict(_QUANT_4BIT) if method == "qlora" else {"load_in_4bit": False},
+        "LoraConfig": lora,
+        "TrainingArguments": {"output_dir": RESULTS_DIR, "ddp_find_unused_parameters": False,
+                              "save_strategy": "no", "per_device_train_batch_size": 1},
+        "DataCollator": {"mlm": True},
+        "DatasetConfig": {"shuffle_dataset": True, "train_test_split": 1},
+    }}
+
+
+def training_config_name(ws: Workspace) -> str:
+    return ws.tuning.config or f"{ws.name}-{ws.tuning.method}-params"
+
+
+def trainer_account(ws: Workspace) -> str:
+    return f"{ws.name}-trainer"
+
+
+def render_trainer_rbac(ws: Workspace) -> list[dict[str, Any]]:
+    """A ServiceAccount that may patch pods in the namespace: the trainer annotates its own pod with progress."""
+    name = trainer_account(ws)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(ws, name)},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": metadata(ws, name),
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": metadata(ws, name),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ws.namespace}]},
+    ]
+
+
+def _download_script() -> str:
+    # Kaito's data-downloader.sh: 3 tries per URL, HTTP 200 and a non-empty file, name = basename without ?/#.
+    return (
+        "set -e; for url in $DATA_URLS; do "
+        'f="${url%%\\?*}"; f="${f%%#*}"; f="$DATA_VOLUME_PATH/${f##*/}"; '
+        'for i in 1 2 3; do curl -sSfL -o "$f" "$url" && [ -s "$f" ] && break; '
+        'if [ "$i" = 3 ]; then echo "download failed: $url" >&2; exit 1; fi; sleep 5; done; done'
+    )
+
+
+def render_tuning(ws: Workspace, preset, fit: FitReport, settings: RenderSettings) -> list[dict[str, Any]]:
+    tuning = ws.tuning
+    out: list[dict[str, Any]] = []
+    if not tuning.config:
+        out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(ws, training_config_name(ws)),
+                    "data": {TRAINING_CONFIG_KEY: yaml.safe_dump(default_training_config(preset, tuning.method),
+                                                                 sort_keys=False)}})
+    out += render_trainer_rbac(ws)
+    image = preset_image(preset, settings, tuning.preset.preset_options.image)
+    gpus = gpus_per_pod(ws, preset, fit, settings)
+    volumes: list[dict[str, Any]] = [dshm_volume(),
+                                     {"name": "config-volume", "configMap": {"name": training_config_name(ws)}}]
+    data_mount = {"name": "data-volume", "mountPath": DATA_DIR}
+    results_mount = {"name": "results-volume", "mountPath": RESULTS_DIR}
+    init_containers: list[dict[str, Any]] = []
+    pull_secrets = list(tuning.preset.preset_options.image_pull_secrets)
+    source = tuning.input
+    if source.volume_source is not None:
+        volumes.append({"name": "data-volume", **source.volume_source})
+    else:
+        volumes.append({"name": "data-volume", "emptyDir": {}})
+        if source.urls:
+            init_containers.append({
+                "name": "data-downloader", "image": settings.data_downloader_image,
+                "command": ["/bin/sh", "-c", _download_script()],
+                "env": [{"name": "DATA_URLS", "value": " ".join(source.urls)},
+                        {"name": "DATA_VOLUME_PATH", "value": DATA_DIR}],
+                "volumeMounts": [data_mount]})
+        else:
+            # The dataset image holds its files under /data (Kaito's layout); copy them with the image's own shell.
+            init_containers.append({
+                "name": "data-puller", "image": source.image,
+                "command": ["/bin/sh", "-c", f"cp -r /data/. {DATA_DIR}/"],
+                "volumeMounts": [data_mount]})
+            pull_secrets += source.image_pull_secrets
+    output = tuning.output
+    volumes.append({"name": "results-volume", **(output.volume_source or {"emptyDir": {}})})
+    trainer: dict[str, Any] = {
+        "name": "trainer",
+        "image": image,
+        "command": ["kaito", "tune", "--preset", preset.name, "--method", tuning.method,
+                    "--config", f"{CONFIG_DIR}/{TRAINING_CONFIG_KEY}", "--data", DATA_DIR, "--output-dir", RESULTS_DIR],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "KAITO_PROGRESS_ANNOTATION", "value": PROGRESS_ANNOTATION},
+            {"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"},
+        ],
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "config-volume", "mountPath": CONFIG_DIR},
+                         data_mount, results_mount],
+    }
+    if gpus:
+        trainer["resources"] = gpu_resources(gpus)
+    containers = [trainer]
+    if output.image:
+        volumes.append(docker_config_volume("push-secret", output.image_push_secret))
+        containers.append({
+            "name": "pusher", "image": image,
+            "command": ["kaito", "adapter", "push", "--wait-for", RESULTS_DIR, output.image],
+            "volumeMounts": [results_mount, {"name": "push-secret", "mountPath": "/root/.docker/config.json",
+                                             "subPath": "config.json", "readOnly": True}]})
+        pull_secrets.append(output.image_push_secret)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": trainer_account(ws),
+        "affinity": node_affinity(ws),
+        "containers": containers,
+        "volumes": volumes,
+    }
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
+    tolerations = gpu_tolerations(gpus)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in dict.fromkeys(pull_secrets)]
+    out.append({"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata(ws, ws.name),
+                "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": labels(ws)}, "spec": pod_spec}}})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def render(ws: Workspace, preset, fit: FitReport | None = None, settings: RenderSettings | None = None
+           ) -> list[dict[str, Any]]:
+    """All manifests of a validated Workspace, in apply order, each stamped with its spec hash."""
+    fit = fit or FitReport()
+    settings = settings or RenderSettings()
+    if ws.tuning is not None:
+        manifests = render_tuning(ws, preset, fit, settings)
+    else:
+        manifests = render_inference(ws, preset, fit, settings)
+    return [with_hash(m) for m in manifests]
+
+
+class _Dumper(yaml.SafeDumper):
+    """Readable YAML: no &anchors for shared sub-dicts, multi-line strings (embedded configs) as | blocks."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def to_yaml(manifests: list[dict[str, Any]]) -> str:
+    return yaml.dump_all(manifests, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
