@@ -74,7 +74,9 @@ def add_commands(sub) -> None:
 
 
 def _quiet_http(args) -> None:
-    # httpx logs every request at INFO; upload URLs are long and say nothing a user needs.
+    # httpx logs every request at INFO; upload URLs are long and say nothing a user needs. httpcore's DEBUG lines
+    # are wire-level (response headers): never wanted, even with -v.
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     if not getattr(args, "verbose", False):
         logging.getLogger("httpx").setLevel(logging.WARNING)
 

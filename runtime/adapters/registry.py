@@ -266,7 +266,7 @@ class RegistryClient:
         if status == 403:
             return AuthenticationError(f"{what}: registry {self.host} denied access: HTTP 403 {detail}")
         if status == 404:
-            return NotFoundError(f"{what}: not found on {self.host}: HTTP 404 {detail}")
+            return NotFoundError(f"{what}: not found (HTTP 404 {detail})")
         return RegistryError(f"{what}: HTTP {status} {detail}")
 
     def _request(self, what: str, method: str, url: str | httpx.URL, expect: tuple[int, ...], **kwargs) -> httpx.Response:

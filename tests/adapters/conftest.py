@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,14 @@ def make_adapter(path: Path, seed: int = 0, rank: int = 4) -> Path:
 @pytest.fixture
 def adapter_dir(tmp_path) -> Path:
     return make_adapter(tmp_path / "adapter")
+
+
+def run_kaito(*args: str, stdin: str | None = None, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the `kaito` CLI in a subprocess, without ambient registry credentials from this environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAITO_REGISTRY_")}
+    env.update(env_extra or {})
+    return subprocess.run(
+        # Not `python -m runtime.cli`: as __main__, its CommandError is another class than the one handlers raise.
+        [sys.executable, "-c", "import sys; from runtime.cli import main; sys.exit(main())", *args],
+        input=stdin, capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
