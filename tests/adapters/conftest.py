@@ -18,7 +18,7 @@ token_registry = registry_fixture(auth="token")
 
 
 def make_adapter(path: Path, seed: int = 0, rank: int = 4) -> Path:
-    """A LoRA-shaped adapter: a peft adapter_config.json and a safetensors file of random A/B matrices (~100 KB)."""
+    """A LoRA-shaped adapter: a peft adapter_config.json and a safetensors file of random A/B matrices (~32 KB)."""
     import numpy as np
     from safetensors.numpy import save_file
 

@@ -48,7 +48,7 @@ def test_pushing_again_reuses_blobs_and_gives_the_same_digest(registry, adapter_
 
 def test_chunked_upload_of_a_large_blob(registry, adapter_dir, tmp_path):
     ref = registry.ref("adapters/chunked", "v1")
-    push_adapter(adapter_dir, ref, chunk_size=16 * 1024)  # ~100 KB layer -> several PATCH requests
+    push_adapter(adapter_dir, ref, chunk_size=8 * 1024)  # ~30 KB layer -> several PATCH requests
     assert _same_files(adapter_dir, pull(ref, tmp_path / "out"))
 
 
