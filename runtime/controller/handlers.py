@@ -47,7 +47,11 @@ def refresh_status(obj: dict) -> dict:
         workload = (kube.read(client, "apps/v1", "Deployment", name, namespace)
                     or kube.read(client, "apps/v1", "StatefulSet", name, namespace))
     pods = kube.workspace_pods(client, name, namespace)
-    new = status.compute_status(obj, kind=kind, workload=workload, pods=pods)
+    trainer_log = None
+    if kind == "tuning" and pods:
+        newest = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        trainer_log = kube.container_log_tail(client, newest, render.TRAINER_CONTAINER)
+    new = status.compute_status(obj, kind=kind, workload=workload, pods=pods, trainer_log=trainer_log)
     status.publish_status(kube.custom_api(client), obj, new, group=spec.GROUP, version=spec.STORAGE_VERSION,
                           plural=spec.PLURAL)
     return new

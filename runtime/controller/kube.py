@@ -133,6 +133,21 @@ def workspace_pods(client, name: str, namespace: str) -> list[dict[str, Any]]:
     return [to_dict(client, p) for p in pods.items]
 
 
+def container_log_tail(client, pod: dict[str, Any], container: str, lines: int = 200) -> str | None:
+    """The last `lines` lines of one container's log; None when the container has not started (or is gone)."""
+    import kubernetes.client
+    from kubernetes.client.exceptions import ApiException
+
+    meta = pod["metadata"]
+    try:
+        return kubernetes.client.CoreV1Api(client).read_namespaced_pod_log(
+            meta["name"], meta["namespace"], container=container, tail_lines=lines)
+    except ApiException as err:
+        if err.status in (400, 404):  # 400: container still waiting to start
+            return None
+        raise
+
+
 def custom_api(client):
     import kubernetes.client
 

@@ -3,8 +3,7 @@
 `render(ws, preset, fit, settings)` returns a list of plain manifest dicts in apply order. Inference gives a
 ConfigMap (unless the user names one), a Deployment (a StatefulSet plus a headless Service when the sizing
 plan needs several nodes) and a Service 80 -> 5000; tuning gives a ConfigMap (Kaito's qlora/lora defaults
-unless the user names one), a ServiceAccount/Role/RoleBinding that lets the trainer report progress on its own
-pod, and a Job. Names, volumes and mount paths follow Kaito (kaito-reference.md §3, §5.2).
+unless the user names one) and a Job. Names, volumes and mount paths follow Kaito (kaito-reference.md §3, §5.2).
 """
 
 from __future__ import annotations
@@ -40,8 +39,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 SPEC_HASH_ANNOTATION = "kaito.sh/spec-hash"
 """Hash of the rendered manifest: the applier replaces an object only when it changed."""
-PROGRESS_ANNOTATION = "kaito.sh/training-progress"
-"""JSON the trainer writes on its own pod (step, max_steps, epoch, loss); status.py copies it to the Workspace."""
+TRAINER_CONTAINER = "trainer"
+"""The tuning Job's training container: status.py reads its log for progress."""
 MANAGED_BY = "kaito-runtime"
 RAY_PORT = 6379
 
@@ -170,7 +169,13 @@ def inference_config_name(ws: Workspace) -> str:
 
 
 def default_inference_config(ws: Workspace, preset, fit: FitReport) -> dict[str, Any]:
-    """Kaito's inference_config.yaml: wrapper settings plus a `vllm` section of engine flags from the plan."""
+    """Kaito's inference_config.yaml: wrapper settings plus a `vllm` section of engine flags from the plan.
+
+    For the transformers runtime the file holds server settings only (keys = `kaito serve` flag names).
+    """
+    if runtime_of(ws, preset) != "vllm":
+        plan_len = getattr(fit.plan, "max_model_len", None)
+        return {"max-model-len": plan_len} if plan_len else {}
     engine: dict[str, Any] = {"cpu-offload-gb": 0}
     plan = fit.plan
     if plan is not None:
@@ -193,19 +198,12 @@ def leader_address(ws: Workspace) -> str:
 
 
 def multinode_command(ws: Workspace, preset, fit: FitReport) -> list[str]:
-    """The one place that builds the multi-node (Ray leader/worker) command; swap it when the vLLM side changes.
+    """The one place that builds the multi-node (Ray leader/worker) command: runtime.inference.vllm_launch owns
+    the exact strings (kaito-reference §1.4); pod 0 runs the Ray head and the server, the others join it."""
+    from runtime.inference.vllm_launch import multinode_command as vllm_multinode
 
-    Pod 0 starts the Ray head and then the server; the others join the head at LEADER_ADDRESS (kaito-reference §1.4).
-    """
-    nodes = int(fit.plan.nodes)
-    serve = " ".join(serve_args(ws, preset))
-    script = (
-        'if [ "${POD_INDEX}" = "0" ]; then '
-        f"ray start --head --port={RAY_PORT} && {serve}; "
-        f"else ray start --block --address=${{LEADER_ADDRESS}}:{RAY_PORT}; fi"
-    )
-    del nodes  # the cluster size reaches vLLM through pipeline-parallel-size in the inference config
-    return ["/bin/sh", "-c", script]
+    return vllm_multinode(preset, fit.plan, ws.name, ws.namespace,
+                          config_path=f"{CONFIG_DIR}/{INFERENCE_CONFIG_KEY}")
 
 
 def multinode_env(ws: Workspace) -> list[dict[str, Any]]:
@@ -360,23 +358,6 @@ def training_config_name(ws: Workspace) -> str:
     return ws.tuning.config or f"{ws.name}-{ws.tuning.method}-params"
 
 
-def trainer_account(ws: Workspace) -> str:
-    return f"{ws.name}-trainer"
-
-
-def render_trainer_rbac(ws: Workspace) -> list[dict[str, Any]]:
-    """A ServiceAccount that may patch pods in the namespace: the trainer annotates its own pod with progress."""
-    name = trainer_account(ws)
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(ws, name)},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": metadata(ws, name),
-         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": metadata(ws, name),
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ws.namespace}]},
-    ]
-
-
 def _download_script() -> str:
     # Kaito's data-downloader.sh: 3 tries per URL, HTTP 200 and a non-empty file, name = basename without ?/#.
     return (
@@ -394,7 +375,6 @@ def render_tuning(ws: Workspace, preset, fit: FitReport, settings: RenderSetting
         out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(ws, training_config_name(ws)),
                     "data": {TRAINING_CONFIG_KEY: yaml.safe_dump(default_training_config(preset, tuning.method),
                                                                  sort_keys=False)}})
-    out += render_trainer_rbac(ws)
     image = preset_image(preset, settings, tuning.preset.preset_options.image)
     gpus = gpus_per_pod(ws, preset, fit, settings)
     volumes: list[dict[str, Any]] = [dshm_volume(),
@@ -425,16 +405,11 @@ def render_tuning(ws: Workspace, preset, fit: FitReport, settings: RenderSetting
     output = tuning.output
     volumes.append({"name": "results-volume", **(output.volume_source or {"emptyDir": {}})})
     trainer: dict[str, Any] = {
-        "name": "trainer",
+        "name": TRAINER_CONTAINER,
         "image": image,
         "command": ["kaito", "tune", "--preset", preset.name, "--method", tuning.method,
                     "--config", f"{CONFIG_DIR}/{TRAINING_CONFIG_KEY}", "--data", DATA_DIR, "--output-dir", RESULTS_DIR],
-        "env": [
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-            {"name": "KAITO_PROGRESS_ANNOTATION", "value": PROGRESS_ANNOTATION},
-            {"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"},
-        ],
+        "env": [{"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"}],
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "config-volume", "mountPath": CONFIG_DIR},
                          data_mount, results_mount],
     }
@@ -451,7 +426,6 @@ def render_tuning(ws: Workspace, preset, fit: FitReport, settings: RenderSetting
         pull_secrets.append(output.image_push_secret)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": trainer_account(ws),
         "affinity": node_affinity(ws),
         "containers": containers,
         "volumes": volumes,

@@ -260,7 +260,7 @@ def _check_rules(ws: Workspace) -> list[Problem]:
                                 f"must be vllm or transformers, got {runtime!r}"))
 
     if ws.inference is not None:
-        problems += _check_inference(ws.inference, presets)
+        problems += _check_inference(ws, ws.inference, presets)
     if ws.tuning is not None:
         problems += _check_tuning(ws, ws.tuning, presets)
     return problems
@@ -274,13 +274,14 @@ def _lookup_preset(name: str, path: str, presets, problems: list[Problem]):
         return None
 
 
-def _check_inference(inference: InferenceSpec, presets) -> list[Problem]:
+def _check_inference(ws: Workspace, inference: InferenceSpec, presets) -> list[Problem]:
     problems: list[Problem] = []
     if (inference.preset is None) == (inference.template is None):
         problems.append(Problem("inference.preset", "exactly one of inference.preset or inference.template must be set"))
     preset = None
     if inference.preset is not None:
         preset = _lookup_preset(inference.preset.name, "inference.preset.name", presets, problems)
+    runtime = runtime_of(ws, preset) if preset is not None else None
     names: set[str] = set()
     for i, adapter in enumerate(inference.adapters):
         base = f"inference.adapters[{i}]"
@@ -300,6 +301,16 @@ def _check_inference(inference: InferenceSpec, presets) -> list[Problem]:
                 value = None
             if value is None or not 0.0 <= value <= 1.0:
                 problems.append(Problem(f"{base}.strength", f"must be a number in 0..1, got {adapter.strength!r}"))
+    if preset is not None and runtime == "vllm":
+        for i, adapter in enumerate(inference.adapters):
+            try:
+                weighted = adapter.strength is not None and float(adapter.strength) != 1.0
+            except ValueError:
+                weighted = False  # reported above
+            if weighted:
+                problems.append(Problem(f"inference.adapters[{i}].strength", "the vllm runtime serves adapters at "
+                                        "full strength (Kaito issue #998); set the annotation kaito.sh/runtime: "
+                                        "transformers for weighted adapters"))
     if inference.adapters and preset is not None and not preset.lora_serving:
         problems.append(Problem("inference.adapters", f"preset {preset.name!r} does not support LoRA adapters"))
     return problems

@@ -5,10 +5,10 @@ returns the new `.status`. Kaito marks InferenceReady True while a pod crash-loo
 #931 and #1493) because it reads the Deployment's counters; here every pod's container states are read, and a
 pod in CrashLoopBackOff, OOMKilled, ImagePullBackOff and the like makes InferenceReady False with that reason.
 
-Trainer progress: the trainer writes JSON (step, max_steps, epoch, loss, ...) into its own pod's annotation
-`kaito.sh/training-progress` (render.py gives it POD_NAME/POD_NAMESPACE and a ServiceAccount that may patch
-pods); it is copied here into `status.trainingProgress`. The annotation survives the pod's end, so the last
-figures stay visible after the Job completes.
+Trainer progress: runtime.tuning's trainer prints one JSON event per line on stdout (`{"event": "log", "step":
+12, "loss": 1.9, "epoch": 0.4, ...}`, `train_begin` carries `total`). The operator reads the tail of the trainer
+container's log (pods/log, no extra permission for the trainer, nothing to change in the image) and
+`training_progress` folds those lines into `status.trainingProgress` {step, total, percent, epoch, loss, event}.
 
 `publish_status` is the only function that writes `.status`; it patches only when something changed.
 """
@@ -18,8 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from typing import Any
-
-from runtime.controller.render import PROGRESS_ANNOTATION
 
 RESOURCE_READY = "ResourceReady"
 INFERENCE_READY = "InferenceReady"
@@ -125,21 +123,32 @@ def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
-def training_progress(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The newest pod's kaito.sh/training-progress annotation, parsed (None if absent or not JSON)."""
-    for pod in sorted(pods, key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "", reverse=True):
-        raw = (pod.get("metadata", {}).get("annotations") or {}).get(PROGRESS_ANNOTATION)
-        if raw:
-            try:
-                value = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                return value
-    return None
+def training_progress(log_text: str | None) -> dict[str, Any] | None:
+    """Fold the trainer's JSON event lines (oldest first) into the latest {step, total, percent, epoch, loss, event}."""
+    progress: dict[str, Any] = {}
+    for line in (log_text or "").splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(event, dict) or "event" not in event:
+            continue
+        progress["event"] = event["event"]
+        for key in ("step", "total", "epoch", "loss"):
+            if isinstance(event.get(key), int | float):
+                progress[key] = event[key]
+    if "step" not in progress:
+        return None
+    if progress.get("total"):
+        progress["percent"] = round(100.0 * progress["step"] / progress["total"], 1)
+    return progress
 
 
-def tuning_status(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> tuple[list[dict], str, dict]:
+def tuning_status(job: dict[str, Any] | None, pods: list[dict[str, Any]], trainer_log: str | None = None
+                  ) -> tuple[list[dict], str, dict]:
     if job is None:
         return [condition(RESOURCE_READY, False, "WorkloadMissing", "the job is not created yet"),
                 condition(JOB_STARTED, False, "Pending", "the job is not created yet"),
@@ -171,7 +180,7 @@ def tuning_status(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> tup
         state = "Pending"
     extra: dict[str, Any] = {"workerNodes": sorted({p["spec"]["nodeName"] for p in pods
                                                     if (p.get("spec") or {}).get("nodeName")})}
-    progress = training_progress(pods)
+    progress = training_progress(trainer_log)
     if progress is not None:
         extra["trainingProgress"] = progress
     return [resource, *conds], state, extra
@@ -184,8 +193,9 @@ def invalid_status(message: str) -> tuple[list[dict], str, dict]:
 
 def compute_status(ws_obj: dict[str, Any], *, kind: str, workload: dict[str, Any] | None = None,
                    pods: list[dict[str, Any]] | None = None, error: str | None = None,
-                   now: str | None = None) -> dict[str, Any]:
-    """The Workspace's new `.status`. kind is "inference" or "tuning"; `error` marks an invalid spec.
+                   trainer_log: str | None = None, now: str | None = None) -> dict[str, Any]:
+    """The Workspace's new `.status`. kind is "inference" or "tuning"; `error` marks an invalid spec;
+    `trainer_log` is the tail of the trainer container's log (tuning progress).
 
     Conditions keep their lastTransitionTime while their status does not change, so a status that did not change
     compares equal to the previous one and is not written again.
@@ -194,7 +204,7 @@ def compute_status(ws_obj: dict[str, Any], *, kind: str, workload: dict[str, Any
     if error is not None:
         conditions, state, extra = invalid_status(error)
     elif kind == "tuning":
-        conditions, state, extra = tuning_status(workload, pods)
+        conditions, state, extra = tuning_status(workload, pods, trainer_log)
     else:
         conditions, state, extra = inference_status(workload, pods)
     if error is None:

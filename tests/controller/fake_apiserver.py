@@ -150,6 +150,7 @@ class FakeKubeAPI:
         self._watches: list[_Watch] = []
         self._rv = itertools.count(1)
         self._ips = itertools.count(10)
+        self._logs: dict[tuple[str, str, str], str] = {}
         self.requests: list[tuple[str, str]] = []
         """(method, path) of every request, for tests that check what the controller did."""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -219,6 +220,10 @@ class FakeKubeAPI:
             obj["status"] = copy.deepcopy(status)
             self._touch(self._kinds[(group, plural)], obj, "MODIFIED")
         self.call(update)
+
+    def set_log(self, namespace: str, pod: str, container: str, text: str) -> None:
+        """What the container has printed so far (served by GET pods/<name>/log, like the kubelet's logs)."""
+        self.call(lambda: self._logs.__setitem__((namespace, pod, container), text))
 
     # -- store ----------------------------------------------------------------------------------------------
 
@@ -343,6 +348,13 @@ class FakeKubeAPI:
         obj = store.get(key)
         if obj is None:
             return _status(404, "NotFound", f'{kind.plural} "{name}" not found')
+        if request.method == "GET" and sub == "log":
+            text = self._logs.get((namespace or "", name, request.query.get("container", "")))
+            if text is None:
+                return _status(400, "BadRequest", f'container "{request.query.get("container")}" is waiting to start')
+            tail = request.query.get("tailLines")
+            lines = text.splitlines(keepends=True)
+            return web.Response(text="".join(lines[-int(tail):] if tail else lines), content_type="text/plain")
         if request.method == "GET":
             return web.json_response(self._view(obj, api_version))
         if request.method == "PUT":
