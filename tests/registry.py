@@ -102,6 +102,8 @@ class TokenServer:
             ["openssl", "x509", "-in", self.cert, "-outform", "DER"], check=True, capture_output=True
         ).stdout
         self._x5c = base64.b64encode(der).decode()
+        self.refresh_token = "refresh-" + secrets.token_urlsafe(12)
+        """Accepted by the POST (OAuth2 refresh-token) grant, as an `identitytoken` in a docker config."""
         self.requests: list[dict] = []
         """One entry per token request: {"user", "scope", "granted"} (for tests to inspect)."""
         self.port = free_port()
@@ -157,6 +159,17 @@ class TokenServer:
                     if given != f"{server.username}:{server.password}":
                         return self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]})
                     user = server.username
+                self._grant_and_send(user, query)
+
+            def do_POST(self):  # noqa: N802
+                # The OAuth2 refresh-token grant (ACR's POST /oauth2/token with an `identitytoken`).
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode())
+                if form.get("grant_type") != ["refresh_token"] or form.get("refresh_token") != [server.refresh_token]:
+                    return self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad refresh token"}]})
+                self._grant_and_send(server.username, form)
+
+            def _grant_and_send(self, user, query):
                 access = server._grant(user, query.get("scope", []))
                 server.requests.append({"user": user, "scope": query.get("scope", []), "granted": access})
                 token = server.issue(user or "anonymous", access)

@@ -139,6 +139,14 @@ def _repository_of(path: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _who(credentials: Credentials | None) -> str:
+    """Who we tried to be, for error messages (never the secret)."""
+    if not credentials:
+        return "anonymous access"
+    what = "the identity token" if credentials.identity_token else f"user {credentials.username!r}"
+    return f"{what} (from {credentials.source})"
+
+
 class RegistryAuth(httpx.Auth):
     """Answers a registry's 401 challenge: Basic, or Bearer via the token endpoint (anonymous, Basic credentials,
     or an OAuth2 refresh token). Tokens are cached per repository; Basic is sent up front once asked for."""
@@ -169,7 +177,7 @@ class RegistryAuth(httpx.Auth):
             token_response = yield self._token_request(params, repository)
             token_response.read()
             if token_response.status_code != 200:
-                who = f"user {self.credentials.username!r} (from {self.credentials.source})" if self.credentials else "anonymous access"
+                who = _who(self.credentials)
                 raise AuthenticationError(
                     f"registry {self.host}: the token endpoint {params['realm']} refused {who}: "
                     f"HTTP {token_response.status_code} {_registry_message(token_response)}"
@@ -256,8 +264,7 @@ class RegistryClient:
         if status == 401:
             if self.credentials:
                 return AuthenticationError(
-                    f"{what}: registry {self.host} rejected the credentials of user {self.credentials.username!r} "
-                    f"(from {self.credentials.source}): HTTP 401 {detail}"
+                    f"{what}: registry {self.host} rejected the credentials of {_who(self.credentials)}: HTTP 401 {detail}"
                 )
             return AuthenticationError(
                 f"{what}: registry {self.host} requires credentials (HTTP 401 {detail}): pass --username with "

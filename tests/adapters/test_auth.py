@@ -125,3 +125,16 @@ def test_skopeo_reads_our_image_through_the_same_bearer_flow(token_registry, ada
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert json.loads(inspect.stdout)["Digest"] == digest
+
+
+def test_bearer_with_an_identity_token_from_docker_config(token_registry, adapter_dir, tmp_path):
+    """`az acr login` leaves an OAuth2 refresh token (`identitytoken`) in config.json: it is exchanged by POST."""
+    reg = token_registry
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"auths": {reg.host: {"identitytoken": reg.token_server.refresh_token}}}))
+    ref = reg.ref("adapters/identity-token", "v1")
+    push_adapter(adapter_dir, ref, docker_config=config)
+    assert _same(adapter_dir, pull(ref, tmp_path / "out", docker_config=config))
+    config.write_text(json.dumps({"auths": {reg.host: {"identitytoken": "expired-token"}}}))
+    with pytest.raises(AuthenticationError, match="token endpoint .* refused"):
+        push_adapter(adapter_dir, reg.ref("adapters/identity-token", "v2"), docker_config=config)
