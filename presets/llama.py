@@ -72,7 +72,7 @@ llama_3_3_70b = _llama(
     LLAMA_3_3_70B, 131.42, "llama3.3",
     KaitoFigures(gpu_count=4, total_gpu_memory_gib=320, per_gpu_memory_gib=80, disk_gib=220, safetensors_gib=131.42,
                  bytes_per_token=327680, token_limit=131072, image_tag="0.0.1"),
-    900 + round(18 * 131.42),
+    900 + int(18 * 131.42),
     {"revision": "not in Kaito's stored tables; best-known pinned commit, as cited by public projects pinning "
      "https://huggingface.co/meta-llama/Llama-3.3-70B-Instruct/tree/6f6073b423013f6a7d4d9f39144961bfbfbc386b",
      "readiness_timeout_s": "Kaito HEAD formula 15 min + 18 s x 131.42 GiB = 54.4 min"},

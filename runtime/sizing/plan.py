@@ -524,7 +524,9 @@ def kaito_estimator_min_gpus(preset: Preset, instance_type: InstanceType,
     compare with our plans (tests, `kaito plan` notes); raises PlanError where Kaito errors (GPU too small)."""
     weights = preset.weights_gib * WEIGHT_FILE_OVERHEAD
     usable = instance_type.gpu_memory_gib * GPU_MEMORY_UTILIZATION
-    reserve = ACTIVATIONS_GIB + RUNTIME_OVERHEAD_GIB + max_model_len * preset.kv_cache_bytes_per_token / (
+    # Kaito's own BytesPerToken where it publishes one (some differ from the config formula, see tests/presets).
+    bytes_per_token = (preset.kaito and preset.kaito.bytes_per_token) or preset.kv_cache_bytes_per_token
+    reserve = ACTIVATIONS_GIB + RUNTIME_OVERHEAD_GIB + max_model_len * bytes_per_token / (
         instance_type.gpu_count * GIB)
     per_gpu = (usable - reserve) / WEIGHT_MARGIN
     if per_gpu <= 0:
