@@ -175,13 +175,25 @@ def _plan(args) -> int:
     if args.output == "json":
         print(json.dumps({"fits": True, **result.to_dict()}, indent=2))
         return 0
-    print(_render_plan(result, instance_type))
+    print(_render_plan(result, instance_type, preset))
     return 0
 
 
-def _render_plan(plan, instance_type) -> str:
+def _kaito_line(preset, instance_type) -> str:
+    """What Kaito HEAD's node estimator would say for the same node type (at its default 2048 tokens)."""
+    from runtime.sizing.plan import PlanError, kaito_estimator_min_gpus
+
+    try:
+        gpus = kaito_estimator_min_gpus(preset, instance_type, min(2048, preset.context_length))
+    except PlanError:
+        return "GPU too small"
+    nodes = -(-gpus // instance_type.gpu_count)
+    return f"{gpus} GPU(s) -> {nodes} node(s) at 2048 tokens"
+
+
+def _render_plan(plan, instance_type, preset) -> str:
     gpu = (f"{instance_type.gpu_count} x {instance_type.gpu_model} ({instance_type.gpu_memory_gib:g} GiB, "
-           f"compute {instance_type.compute_capability:g})")
+           f"compute {instance_type.compute_capability:.1f})")
     if hasattr(plan, "tensor_parallel_size"):
         head = [
             ("preset", plan.preset), ("instance type", f"{plan.instance_type}: {gpu}"), ("runtime", plan.runtime),
@@ -190,6 +202,7 @@ def _render_plan(plan, instance_type) -> str:
             ("data parallel", plan.data_parallel_size), ("dtype", plan.dtype),
             ("max model len", plan.max_model_len), ("gpu-memory-utilization", plan.gpu_memory_utilization),
             ("KV bytes/token", plan.kv_cache_bytes_per_token),
+            ("kaito estimator", _kaito_line(preset, instance_type)),
         ]
     else:
         head = [
@@ -219,7 +232,7 @@ def _instance_types(args) -> int:
         print(json.dumps([it.to_dict() for it in items], indent=2))
         return 0
     rows = [[it.name, it.provider, str(it.gpu_count), it.gpu_model, f"{it.gpu_memory_gib:g}",
-             f"{it.total_gpu_memory_gib:g}", f"{it.compute_capability:g}",
+             f"{it.total_gpu_memory_gib:g}", f"{it.compute_capability:.1f}",
              "deprecated" if it.deprecated else ""] for it in items]
     print(_table(rows, ["NAME", "PROVIDER", "GPUS", "GPU", "GIB_PER_GPU", "GIB_TOTAL", "COMPUTE", ""]))
     return 0

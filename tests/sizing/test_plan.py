@@ -204,3 +204,23 @@ def test_plan_tuning_fits_and_refuses():
         plan_tuning(presets.get("phi-4"), A100, "full")
     with pytest.raises(PlanError, match="seq_len 9000 exceeds"):
         plan_tuning(presets.get("phi-3-mini-4k-instruct"), A100, "qlora", seq_len=9000)
+
+
+def test_every_plan_that_is_made_fits_its_own_numbers():
+    """Property over presets x catalogue: a returned plan never needs more than it has, nor more context than the
+    model supports, and uses no more GPUs than the node has."""
+    made = 0
+    for preset in presets.all_presets():
+        for it in instance_types():
+            if it.vendor != "nvidia":
+                continue
+            try:
+                plan = plan_inference(preset, it)
+            except PlanError:
+                continue
+            made += 1
+            assert plan.required_gib_per_gpu <= plan.available_gib_per_gpu, (preset.name, it.name)
+            assert min(preset.context_length, 2048) <= plan.max_model_len <= preset.context_length
+            assert plan.tensor_parallel_size * plan.data_parallel_size <= it.gpu_count
+            assert preset.architecture.attention_heads % plan.tensor_parallel_size == 0
+    assert made > 500
