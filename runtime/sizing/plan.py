@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from presets._schema import DTYPE_BYTES, GIB, LLAMA_PROJECTIONS, Architecture, Preset
-from runtime.sizing.catalog import InstanceType, instance_types
+from runtime.sizing.catalog import InstanceType, UnknownInstanceType, get_instance_type, instance_types
 
 # Kaito HEAD estimator constants (model-sku-calculation.md; vLLM 0.10.1 measurements).
 WEIGHT_FILE_OVERHEAD = 1.02
@@ -136,14 +137,35 @@ def _usable_fraction(instance_type: InstanceType) -> float:
     return A10_GPU_MEMORY_UTILIZATION if is_a10 else GPU_MEMORY_UTILIZATION
 
 
-def _check_preset_and_type(preset: Preset, instance_type: InstanceType) -> None:
+def _resolve(preset: Preset, instance_type: InstanceType | str) -> InstanceType:
+    """Check the preset; accept an instance type or its catalogue name; refuse non-NVIDIA accelerators."""
     if not isinstance(preset, Preset):
         raise PlanError(f"preset must be a Preset, got {type(preset).__name__}")
+    if isinstance(instance_type, str):
+        try:
+            instance_type = get_instance_type(instance_type)
+        except UnknownInstanceType as err:
+            raise PlanError(str(err)) from None
     if not isinstance(instance_type, InstanceType):
-        raise PlanError(f"instance_type must be an InstanceType, got {type(instance_type).__name__}")
+        raise PlanError(f"instance_type must be an InstanceType or a catalogued name, got "
+                        f"{type(instance_type).__name__}")
     if instance_type.vendor != "nvidia":
         raise PlanError(f"instance type {instance_type.name} has {instance_type.gpu_model} accelerators; "
                         "our images need NVIDIA CUDA GPUs")
+    return instance_type
+
+
+def _adapter_slots(adapters) -> tuple[int, int]:
+    """(how many adapters, LoRA slot rank): an int, or a sequence of adapters (objects with `.rank` are used to
+    raise the slot rank above vLLM's default 16, as --max-lora-rank must be)."""
+    if isinstance(adapters, bool) or not isinstance(adapters, int | list | tuple):
+        raise PlanError(f"adapters must be a number >= 0 or a list of adapters, got {adapters!r}")
+    if isinstance(adapters, int):
+        if adapters < 0:
+            raise PlanError(f"adapters must be >= 0, got {adapters!r}")
+        return adapters, VLLM_MAX_LORA_RANK
+    ranks = [int(getattr(a, "rank", 0) or 0) for a in adapters]
+    return len(adapters), max([VLLM_MAX_LORA_RANK, *ranks])
 
 
 def _suggestion_candidates(instance_type: InstanceType) -> list[InstanceType]:
@@ -202,14 +224,15 @@ class _Layout:
 
 
 def _inference_breakdown(preset: Preset, it: InstanceType, layout: _Layout, max_model_len: int, dtype: str,
-                         adapters: int) -> dict[str, float]:
+                         slots: tuple[int, int]) -> dict[str, float]:
+    """Per-GPU GiB; `slots` = (LoRA adapters served at once, their slot rank)."""
     arch = preset.architecture
     shards = layout.tp * layout.pp
     weights = preset.weights_gib * _weight_scale(preset, dtype) * WEIGHT_FILE_OVERHEAD * WEIGHT_MARGIN / shards
     kv_bytes = arch.kv_cache_bytes_per_token(4 if dtype == "float32" else 2)
     kv_shards = 1 if arch.attention == "mla" else min(layout.tp, arch.kv_heads)
     kv_cache = max_model_len * kv_bytes / (kv_shards * layout.pp) / GIB
-    adapter = adapters * lora_parameters(preset, VLLM_MAX_LORA_RANK) * DTYPE_BYTES.get(dtype, 2) / shards / GIB
+    adapter = slots[0] * lora_parameters(preset, slots[1]) * DTYPE_BYTES.get(dtype, 2) / shards / GIB
     return {
         "weights": round(weights, 3),
         "kv_cache": round(kv_cache, 3),
@@ -245,10 +268,10 @@ def _required(breakdown: dict[str, float]) -> float:
     return round(sum(breakdown.values()), 3)
 
 
-def _max_fitting_len(preset, it, layout, dtype, adapters, available, cap) -> int:
+def _max_fitting_len(preset, it, layout, dtype, slots, available, cap) -> int:
     """Longest max_model_len (multiple of MAX_MODEL_LEN_STEP, at most `cap`) that fits `layout`."""
-    fixed = _inference_breakdown(preset, it, layout, 0, dtype, adapters)
-    per_token = _inference_breakdown(preset, it, layout, 1 << 20, dtype, adapters)["kv_cache"] / (1 << 20)
+    fixed = _inference_breakdown(preset, it, layout, 0, dtype, slots)
+    per_token = _inference_breakdown(preset, it, layout, 1 << 20, dtype, slots)["kv_cache"] / (1 << 20)
     room = available - _required(fixed)
     if per_token <= 0:
         return cap
@@ -258,19 +281,21 @@ def _max_fitting_len(preset, it, layout, dtype, adapters, available, cap) -> int
     return max(longest // MAX_MODEL_LEN_STEP * MAX_MODEL_LEN_STEP, 0)
 
 
-def plan_inference(preset: Preset, instance_type: InstanceType, count: int = 1, max_model_len: int | None = None,
-                   runtime: str = "vllm", adapters: int = 0) -> InferencePlan:
+def plan_inference(preset: Preset, instance_type: InstanceType | str, count: int = 1,
+                   max_model_len: int | None = None, runtime: str = "vllm",
+                   adapters: int | Sequence = 0) -> InferencePlan:
     """Plan serving `preset` on up to `count` nodes of `instance_type` (the fewest nodes that fit are used).
 
-    `max_model_len=None` picks the longest context that fits (at most the model's limit); `adapters` is the
-    number of LoRA adapters served at once. Raises DoesNotFit (with the shortfall per GPU and the smallest
+    `instance_type` may be a catalogue name. `max_model_len=None` picks the longest context that fits (at most
+    the model's limit); `adapters` is the number of LoRA adapters served at once, or a list of them (their
+    `.rank`, if any, sizes the LoRA slots). Raises DoesNotFit (with the shortfall per GPU and the smallest
     catalogued instance type that fits) or PlanError for impossible requests.
     """
     return _plan_inference(preset, instance_type, count, max_model_len, runtime, adapters, suggest=True)
 
 
 def _plan_inference(preset, instance_type, count, max_model_len, runtime, adapters, suggest) -> InferencePlan:
-    _check_preset_and_type(preset, instance_type)
+    instance_type = _resolve(preset, instance_type)
     if runtime not in ("vllm", "transformers"):
         raise PlanError(f"runtime must be 'vllm' or 'transformers', got {runtime!r}")
     if runtime not in preset.runtimes:
@@ -278,9 +303,8 @@ def _plan_inference(preset, instance_type, count, max_model_len, runtime, adapte
                         f"{', '.join(preset.runtimes)})")
     if not isinstance(count, int) or count < 1:
         raise PlanError(f"count must be a whole number of nodes >= 1, got {count!r}")
-    if not isinstance(adapters, int) or adapters < 0:
-        raise PlanError(f"adapters must be >= 0, got {adapters!r}")
-    if adapters and not preset.lora_serving:
+    slots = _adapter_slots(adapters)
+    if slots[0] and not preset.lora_serving:
         raise PlanError(f"preset {preset.name} does not allow serving LoRA adapters (Kaito's DisallowLoRA)")
     if max_model_len is not None:
         if not isinstance(max_model_len, int) or max_model_len < 1:
@@ -300,23 +324,23 @@ def _plan_inference(preset, instance_type, count, max_model_len, runtime, adapte
     layouts = _layouts(preset, instance_type, count, runtime, dtype)
     chosen, breakdown = None, {}
     for layout in layouts:
-        breakdown = _inference_breakdown(preset, instance_type, layout, probe_len, dtype, adapters)
+        breakdown = _inference_breakdown(preset, instance_type, layout, probe_len, dtype, slots)
         if _required(breakdown) <= available:
             chosen = layout
             break
     if chosen is None:
-        raise _inference_refusal(preset, instance_type, count, max_model_len, runtime, adapters, layouts,
+        raise _inference_refusal(preset, instance_type, count, max_model_len, runtime, adapters, slots, layouts,
                                  probe_len, dtype, available, suggest)
 
     notes = []
     if max_model_len is None:
-        max_model_len = _max_fitting_len(preset, instance_type, chosen, dtype, adapters, available,
+        max_model_len = _max_fitting_len(preset, instance_type, chosen, dtype, slots, available,
                                          preset.context_length)
         max_model_len = max(max_model_len, probe_len)
-        breakdown = _inference_breakdown(preset, instance_type, chosen, max_model_len, dtype, adapters)
+        breakdown = _inference_breakdown(preset, instance_type, chosen, max_model_len, dtype, slots)
         while _required(breakdown) > available and max_model_len - MAX_MODEL_LEN_STEP >= probe_len:
             max_model_len -= MAX_MODEL_LEN_STEP  # rounding of the breakdown can tip the longest fit over
-            breakdown = _inference_breakdown(preset, instance_type, chosen, max_model_len, dtype, adapters)
+            breakdown = _inference_breakdown(preset, instance_type, chosen, max_model_len, dtype, slots)
         if max_model_len < preset.context_length:
             notes.append(f"max_model_len {max_model_len} is the longest that fits (model limit "
                          f"{preset.context_length})")
@@ -345,10 +369,10 @@ def _plan_inference(preset, instance_type, count, max_model_len, runtime, adapte
     )
 
 
-def _inference_refusal(preset, it, count, max_model_len, runtime, adapters, layouts, probe_len, dtype,
+def _inference_refusal(preset, it, count, max_model_len, runtime, adapters, slots, layouts, probe_len, dtype,
                        available, suggest) -> DoesNotFit:
     last = layouts[-1]
-    need = _required(_inference_breakdown(preset, it, last, probe_len, dtype, adapters))
+    need = _required(_inference_breakdown(preset, it, last, probe_len, dtype, slots))
     shortfall = need - available
     where = f"{last.nodes} node(s) of {it.name}" if last.nodes > 1 else f"one {it.name}"
     reason = (f"{preset.name} needs {need:.2f} GiB per GPU at max_model_len {probe_len} on {where} "
@@ -460,7 +484,7 @@ class TuningPlan:
         return asdict(self)
 
 
-def plan_tuning(preset: Preset, instance_type: InstanceType, method: str, batch_size: int = 1,
+def plan_tuning(preset: Preset, instance_type: InstanceType | str, method: str, batch_size: int = 1,
                 seq_len: int = 1024, count: int = 1) -> TuningPlan:
     """Check that a LoRA/QLoRA run fits each GPU of one `instance_type` node; DoesNotFit says by how much not.
 
@@ -470,7 +494,7 @@ def plan_tuning(preset: Preset, instance_type: InstanceType, method: str, batch_
 
 
 def _plan_tuning(preset, instance_type, method, batch_size, seq_len, count, suggest) -> TuningPlan:
-    _check_preset_and_type(preset, instance_type)
+    instance_type = _resolve(preset, instance_type)
     if method not in ("lora", "qlora"):
         raise PlanError(f"method must be 'lora' or 'qlora', got {method!r}")
     if not preset.supports_tuning(method):

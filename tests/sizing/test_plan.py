@@ -224,3 +224,16 @@ def test_every_plan_that_is_made_fits_its_own_numbers():
             assert plan.tensor_parallel_size * plan.data_parallel_size <= it.gpu_count
             assert preset.architecture.attention_heads % plan.tensor_parallel_size == 0
     assert made > 500
+
+
+def test_instance_type_by_name_and_adapters_as_a_list():
+    """Callers with a SKU string and a list of found adapters (runtime.inference) get the same plan."""
+    preset = presets.get("mistral-7b-instruct")
+    by_name = plan_inference(preset, "Standard_NC24ads_A100_v4", max_model_len=4096, adapters=2)
+    assert by_name == plan_inference(preset, A100, max_model_len=4096, adapters=2)
+    rank64 = [type("Adapter", (), {"rank": 64})(), type("Adapter", (), {"rank": 8})()]
+    big = plan_inference(preset, A100, max_model_len=4096, adapters=rank64)
+    assert big.breakdown["adapters"] == pytest.approx(4 * by_name.breakdown["adapters"], rel=0.01)  # 64/16 slots
+    with pytest.raises(PlanError, match="unknown instance type 'Standard_NC24'"):
+        plan_inference(preset, "Standard_NC24")
+    assert plan_tuning(presets.get("phi-4"), "Standard_NC24ads_A100_v4", "qlora").gpus == 1
