@@ -344,6 +344,9 @@ def _plan_inference(preset, instance_type, count, max_model_len, runtime, adapte
         if max_model_len < preset.context_length:
             notes.append(f"max_model_len {max_model_len} is the longest that fits (model limit "
                          f"{preset.context_length})")
+    if runtime == "transformers":
+        notes.append(f"transformers: layers split over {chosen.pp} GPU(s) (device_map=auto); "
+                     f"{utilization} is our headroom, not a flag")
     if chosen.tp < instance_type.gpu_count and chosen.dp == 1 and runtime == "vllm":
         why = ("tensor parallelism is disabled for this preset" if not preset.tensor_parallel
                else f"{preset.architecture.attention_heads} attention heads / {preset.architecture.kv_heads} KV "
