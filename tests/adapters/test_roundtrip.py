@@ -14,6 +14,7 @@ import pytest
 from runtime.adapters.image import OCI_MANIFEST, adapter_annotations, pack_adapter
 from runtime.adapters.oci import DigestMismatchError, NotFoundError, RegistryError, pull, push_adapter
 from runtime.adapters.registry import RegistryClient
+from tests.adapters.conftest import make_adapter
 
 pytestmark = pytest.mark.registry
 
@@ -77,7 +78,9 @@ def test_skopeo_sees_an_image_and_copies_it(registry, adapter_dir, tmp_path):
         assert {"data/adapter_config.json", "data/adapter_model.safetensors"} <= set(tar.getnames())
 
 
-def test_pull_refuses_a_corrupted_blob(registry, adapter_dir, tmp_path):
+def test_pull_refuses_a_corrupted_blob(registry, tmp_path):
+    # Blobs are shared across repositories: corrupt one no other test pushes.
+    adapter_dir = make_adapter(tmp_path / "to-corrupt", seed=7)
     ref = registry.ref("adapters/corrupt", "v1")
     push_adapter(adapter_dir, ref)
     layer_hex = pack_adapter(adapter_dir).layer_digest[7:]
@@ -110,3 +113,31 @@ def test_pull_errors_name_the_problem(registry, tmp_path):
         client.put_manifest("other/image", "v1", manifest, OCI_MANIFEST)
     with pytest.raises(RegistryError, match=r"not an adapter image: no /data/adapter_config.json"):
         pull(registry.ref("other/image", "v1"), tmp_path / "out2")
+
+
+def test_pull_reads_docker_v2_manifests_and_image_indexes(registry, adapter_dir, tmp_path):
+    """Kaito's older adapter images were `docker build` + `docker push` (Docker v2 media types); multi-platform
+    pushes make an index. skopeo converts ours to Docker v2; an OCI index is written by hand."""
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is not installed")
+    from runtime.adapters.oci import write_oci_layout
+
+    packed = pack_adapter(adapter_dir)
+    layout = write_oci_layout(packed, tmp_path / "layout", tag="v1")
+    ref = registry.ref("adapters/dockerv2", "v1")
+    subprocess.run(
+        ["skopeo", "copy", "--format", "v2s2", "--dest-tls-verify=false", f"oci:{layout}:v1", f"docker://{ref}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    manifest = httpx.get(f"{registry.url}/v2/adapters/dockerv2/manifests/v1",
+                         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"}).json()
+    assert manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert _same_files(adapter_dir, pull(ref, tmp_path / "from-docker-v2"))
+
+    digest = push_adapter(adapter_dir, registry.ref("adapters/indexed", "single"))
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(packed.manifest),
+         "platform": {"os": "linux", "architecture": "amd64"}}]}).encode()  # fmt: skip
+    with RegistryClient(registry.host, actions=("pull", "push")) as client:
+        client.put_manifest("adapters/indexed", "multi", index, "application/vnd.oci.image.index.v1+json")
+    assert _same_files(adapter_dir, pull(registry.ref("adapters/indexed", "multi"), tmp_path / "from-index"))
