@@ -195,7 +195,7 @@ def load_model(folder: Path, preset, config: TrainingConfig):
     """The base model (4/8-bit for qlora) with a fresh LoRA on the preset's target modules."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, set_seed
 
     mc, qc = config.ModelConfig, config.QuantizationConfig
     device_map = mc.device_map
@@ -225,6 +225,8 @@ def load_model(folder: Path, preset, config: TrainingConfig):
         lora_kwargs["target_modules"] = (env_targets.split(",") if env_targets
                                          else list(preset.tuning.target_modules))
     lora_kwargs.setdefault("task_type", "CAUSAL_LM")
+    # LoRA A is initialised from torch's RNG: seed it, so a restarted job (and a rerun) starts from the same adapter.
+    set_seed(int(config.TrainingArguments.get("seed", 42)))
     return get_peft_model(model, LoraConfig(**lora_kwargs))
 
 
@@ -315,6 +317,7 @@ def run(opts: TuneOptions) -> int:
     train_set = tokenize_dataset(prepared.train, tokenizer, assistant_only)
     eval_set = tokenize_dataset(prepared.eval, tokenizer, assistant_only) if prepared.eval is not None else None
 
+    import torch
     from trl import SFTTrainer
 
     checkpoints = output_dir / CHECKPOINTS
@@ -327,6 +330,11 @@ def run(opts: TuneOptions) -> int:
     try:
         trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                              processing_class=tokenizer, callbacks=[progress, stop])
+        # TRL casts a quantized model's LoRA weights to bf16; peft loads a resumed checkpoint's adapter in float32.
+        # Keep them float32 from the start, so a resumed job continues exactly where the killed one stopped.
+        for param in trainer.model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
         if events.echo:  # our JSON lines replace the trainer's printed dicts
             from transformers.trainer_callback import PrinterCallback
 
