@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def _add_auth_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--insecure", action="store_true", help="allow plain http to a non-loopback registry")
+    parser.add_argument("--insecure", action="store_true", help="allow plain http to a non-loopback registry (or list hosts in $KAITO_INSECURE_REGISTRIES)")
     parser.add_argument(
         "--docker-config", type=Path, metavar="FILE",
         help="docker config.json with credentials (a .dockerconfigjson secret); default $DOCKER_CONFIG/config.json "

@@ -18,6 +18,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -117,6 +118,17 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(hostname).is_loopback
     except ValueError:
         return False
+
+
+ENV_INSECURE_REGISTRIES = "KAITO_INSECURE_REGISTRIES"
+"""Comma-separated hosts to reach over plain http, like docker's `insecure-registries` (e.g. an in-cluster registry
+that has no TLS, for callers such as the inference server's hot-load that take no --insecure flag)."""
+
+
+def allows_plain_http(host: str, insecure: bool = False) -> bool:
+    """Plain http only for loopback hosts (docker's rule), when asked for, or for hosts in $KAITO_INSECURE_REGISTRIES."""
+    listed = {h.strip() for h in os.environ.get(ENV_INSECURE_REGISTRIES, "").split(",") if h.strip()}
+    return insecure or is_loopback(host) or host in listed
 
 
 def _registry_message(response: httpx.Response) -> str:
@@ -240,9 +252,8 @@ class RegistryClient:
         self.credentials = credentials
         self.attempts, self.backoff_s, self.max_backoff_s = attempts, backoff_s, max_backoff_s
         self.chunk_size = chunk_size
-        # Plain http only for loopback registries (docker's rule for localhost) or when asked for.
-        scheme = "http" if insecure or is_loopback(host) else "https"
-        self.base_url = f"{scheme}://{host}"
+        insecure = allows_plain_http(host, insecure)
+        self.base_url = f"{'http' if insecure else 'https'}://{host}"
         self._http = httpx.Client(
             base_url=self.base_url,
             auth=RegistryAuth(host, credentials, actions, insecure),

@@ -25,6 +25,14 @@ def test_plain_http_only_for_loopback_or_insecure(host, insecure, scheme):
         assert client.base_url == f"{scheme}://{host}"
 
 
+def test_insecure_registries_from_the_environment(monkeypatch):
+    monkeypatch.setenv("KAITO_INSECURE_REGISTRIES", "registry.kaito.svc:5000, other:80")
+    with RegistryClient("registry.kaito.svc:5000") as client:
+        assert client.base_url == "http://registry.kaito.svc:5000"
+    with RegistryClient("registry.kaito.svc") as client:  # another host (no port): still https
+        assert client.base_url == "https://registry.kaito.svc"
+
+
 def test_credentials_are_not_sent_to_a_plain_http_token_realm_elsewhere():
     auth = RegistryAuth("myacr.azurecr.io", CREDS, ("pull",), insecure=False)
     challenge = {"realm": "http://auth.example.com/token", "service": "myacr.azurecr.io"}
