@@ -104,6 +104,8 @@ class TokenServer:
         self._x5c = base64.b64encode(der).decode()
         self.refresh_token = "refresh-" + secrets.token_urlsafe(12)
         """Accepted by the POST (OAuth2 refresh-token) grant, as an `identitytoken` in a docker config."""
+        self.fail_next = 0
+        """Answer this many of the next token requests with HTTP 503 (to test retries)."""
         self.requests: list[dict] = []
         """One entry per token request: {"user", "scope", "granted"} (for tests to inspect)."""
         self.port = free_port()
@@ -170,6 +172,9 @@ class TokenServer:
                 self._grant_and_send(server.username, form)
 
             def _grant_and_send(self, user, query):
+                if server.fail_next > 0:
+                    server.fail_next -= 1
+                    return self._send(503, {"errors": [{"code": "UNAVAILABLE", "message": "try again"}]})
                 access = server._grant(user, query.get("scope", []))
                 server.requests.append({"user": user, "scope": query.get("scope", []), "granted": access})
                 token = server.issue(user or "anonymous", access)

@@ -179,8 +179,8 @@ class RegistryAuth(httpx.Auth):
             return
         scheme, params = _parse_challenge(response.headers.get("WWW-Authenticate", ""))
         if scheme == "basic":
-            if not self.credentials or self._basic and "Authorization" in request.headers:
-                return  # no credentials, or they were just refused: the caller reports the 401
+            if not self.credentials or self._basic:
+                return  # no credentials, or they were just sent and refused: the caller reports the 401
             self._check_plain_http(request.url)
             self._basic = True
             request.headers["Authorization"] = self.credentials.basic_header()
@@ -188,6 +188,10 @@ class RegistryAuth(httpx.Auth):
         elif scheme == "bearer" and params.get("realm"):
             token_response = yield self._token_request(params, repository)
             token_response.read()
+            if token_response.status_code in RETRYABLE_STATUS:
+                raise TransientError(
+                    f"registry {self.host}: token endpoint {params['realm']}: HTTP {token_response.status_code}"
+                )
             if token_response.status_code != 200:
                 who = _who(self.credentials)
                 raise AuthenticationError(

@@ -138,3 +138,12 @@ def test_bearer_with_an_identity_token_from_docker_config(token_registry, adapte
     config.write_text(json.dumps({"auths": {reg.host: {"identitytoken": "expired-token"}}}))
     with pytest.raises(AuthenticationError, match="token endpoint .* refused"):
         push_adapter(adapter_dir, reg.ref("adapters/identity-token", "v2"), docker_config=config)
+
+
+def test_token_endpoint_outage_is_retried(token_registry, adapter_dir, tmp_path):
+    reg = token_registry
+    reg.token_server.fail_next = 1
+    ref = reg.ref("adapters/token-retry", "v1")
+    push_adapter(adapter_dir, ref, auth=(reg.username, reg.password))
+    assert reg.token_server.fail_next == 0
+    assert _same(adapter_dir, pull(ref, tmp_path / "out", auth=(reg.username, reg.password)))
