@@ -42,8 +42,9 @@ ANNOTATION_REVISION = "sh.kaito.model.revision"
 ANNOTATION_METHOD = "sh.kaito.tuning.method"
 ANNOTATION_TITLE = "org.opencontainers.image.title"
 
-GZIP_LEVEL = 6
-"""Fixed so that the digest is reproducible (Kaito's pusher uses -9: ~2x slower on float weights, ~1% smaller)."""
+GZIP_LEVEL = 1
+"""Fixed, so that the digest is reproducible. Weights barely compress: measured on 16 MiB of random bf16, level 1
+gave ratio 0.800 at 3.3x the speed of level 6 (0.792) and of level 9 (Kaito's pusher's -9, 0.792)."""
 
 
 def sha256_digest(data: bytes) -> str:
