@@ -43,8 +43,8 @@ ANNOTATION_METHOD = "sh.kaito.tuning.method"
 ANNOTATION_TITLE = "org.opencontainers.image.title"
 
 GZIP_LEVEL = 1
-"""Fixed, so that the digest is reproducible. Weights barely compress: measured on 16 MiB of random bf16, level 1
-gave ratio 0.800 at 3.3x the speed of level 6 (0.792) and of level 9 (Kaito's pusher's -9, 0.792)."""
+"""Fixed, so that the digest is reproducible. Weights barely compress: on 16 MiB of random bf16 (CPU time, zlib),
+level 1 ran at 38 MiB/s for ratio 0.800, levels 6 and 9 (Kaito's pusher uses -9) at 12.5 MiB/s for 0.792."""
 
 
 def sha256_digest(data: bytes) -> str:
