@@ -1,0 +1,225 @@
+"""Fast unit tests of the server's own logic: settings precedence, the HTTP layer's errors, stop strings, /chat's
+400s, admission and the adapter scheduler.
+
+The HTTP-layer tests run our real FastAPI app in process (starlette TestClient) over a scripted `FakeBackend`
+(no model: it streams fixed text, one character per token), so they take milliseconds; the same paths run against
+the real engine over real HTTP in the slow tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from runtime.inference.app import build_app
+from runtime.inference.backends.base import Delta, EngineStats, ModelCard
+from runtime.inference.backends.transformers import AdapterScheduler, adapter_strength, discover_adapters
+from runtime.inference.errors import ModelNotFound
+from runtime.inference.settings import ServerSettings, SettingsError, resolve_settings
+
+
+class FakeBackend:
+    """Streams `script` (chunks of text, one token per character) for every request."""
+
+    base_name = "fake"
+    default_model = "fake"
+    max_model_len = 64
+
+    def __init__(self, script=("Hello wor", "ld! Bye", "."), finish="stop"):
+        self.script = script
+        self.finish = finish
+        self.requests = []
+
+    def ready(self):
+        return True
+
+    def models(self):
+        return [ModelCard("fake"), ModelCard("lora", "fake")]
+
+    def resolve_model(self, name):
+        if name in (None, "", "fake", "lora"):
+            return name or self.default_model
+        raise ModelNotFound(f"model {name!r} does not exist", param="model")
+
+    def encode_prompt(self, prompt):
+        return [ord(c) for c in prompt]
+
+    def encode_chat(self, messages):
+        return [ord(c) for m in messages for c in m["content"]]
+
+    def decode(self, ids, clean_up_tokenization_spaces=False):
+        return "".join(chr(i) for i in ids)
+
+    async def stream(self, request):
+        self.requests.append(request)
+        budget = request.params.max_tokens
+        for i, chunk in enumerate(self.script):
+            chunk = chunk[:budget]
+            budget -= len(chunk)
+            last = i == len(self.script) - 1 or budget <= 0
+            yield Delta([ord(c) for c in chunk], chunk, (self.finish if budget > 0 else "length") if last else None)
+            if last:
+                return
+
+    def stats(self):
+        return EngineStats()
+
+    async def load_adapter(self, name, path):
+        pass
+
+    async def unload_adapter(self, name):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def fake():
+    return FakeBackend()
+
+
+@pytest.fixture
+def client(fake):
+    with TestClient(build_app(ServerSettings(max_batch_size=1, max_queued_requests=0), backend=fake)) as c:
+        yield c
+
+
+# --- settings ---
+
+
+def test_settings_precedence_flags_env_config(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("port: 7000\nmax-queued-requests: 3\nhost: 10.0.0.1\n")
+    s = resolve_settings({"port": 9000, "host": None}, environ={"KAITO_PORT": "8000", "KAITO_HOST": "1.2.3.4"},
+                         config_file=cfg)
+    assert (s.port, s.host, s.max_queued_requests, s.preset) == (9000, "1.2.3.4", 3, "smollm2-135m-instruct")
+    assert resolve_settings({}, environ={"VLLM_API_KEY": "k"}).api_key.get_secret_value() == "k"
+    assert "zq-secret" not in repr(resolve_settings({}, environ={"API_KEY": "zq-secret"}))
+
+
+def test_settings_errors_name_the_field_and_source(tmp_path):
+    with pytest.raises(SettingsError, match="'port'.*environment"):
+        resolve_settings({}, environ={"KAITO_PORT": "eighty"})
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("max_tokens_please: 3\n")
+    with pytest.raises(SettingsError, match="max_tokens_please"):
+        resolve_settings({}, environ={}, config_file=cfg)
+
+
+def test_adapter_discovery_and_strength(tmp_path):
+    for name, files in {"a": ["adapter_config.json", "adapter_model.safetensors"], "b": ["adapter_config.json"],
+                        "c": []}.items():
+        (tmp_path / name).mkdir()
+        for f in files:
+            (tmp_path / name / f).write_text("{}")
+    assert list(discover_adapters(tmp_path)) == ["a"]
+    assert discover_adapters(tmp_path / "missing") == {}
+    assert adapter_strength("a", {"a": "0.25"}) == 0.25 and adapter_strength("a", {}) == 1.0
+    with pytest.raises(SettingsError, match="a=2.0"):
+        adapter_strength("a", {"a": "2"})
+
+
+# --- HTTP layer ---
+
+
+def test_validation_errors_are_400_naming_the_field(client):
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "robot", "content": "x"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].role"
+    r = client.post("/v1/completions", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+    r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "model": "nope"})
+    assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+    r = client.get("/v1/nothing-here")
+    assert r.status_code == 404 and "error" in r.json()
+
+
+def test_stop_string_split_across_deltas(client, fake):
+    r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 30, "stop": ["world"]})
+    assert r.json()["choices"][0] == {"index": 0, "text": "Hello ", "finish_reason": "stop", "logprobs": None}
+    streamed = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 30, "stop": "world", "stream": True})
+    lines = [line[len("data: "):] for line in streamed.text.splitlines() if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    chunks = [json.loads(line)["choices"][0] for line in lines[:-1]]
+    assert "".join(c["text"] for c in chunks) == "Hello " and chunks[-1]["finish_reason"] == "stop"
+
+
+def test_max_tokens_capped_by_context_and_prompt_limit(client, fake):
+    client.post("/v1/completions", json={"prompt": "x" * 60, "max_tokens": 50})
+    assert fake.requests[-1].params.max_tokens == 4  # 64 - 60
+    r = client.post("/v1/completions", json={"prompt": "x" * 64})
+    assert r.status_code == 400 and "64" in r.json()["error"]["message"] and r.json()["error"]["param"] == "prompt"
+
+
+def test_greedy_and_sampling_params_reach_the_backend(client, fake):
+    client.post("/v1/chat/completions", json={"model": "lora", "messages": [{"role": "user", "content": "hi"}],
+                                              "temperature": 0, "seed": 7, "top_p": 0.5, "max_tokens": 3})
+    req = fake.requests[-1]
+    assert (req.model, req.params.temperature, req.params.seed, req.params.top_p, req.params.max_tokens) == (
+        "lora", 0, 7, 0.5, 3)
+
+
+def test_kaito_chat_400_messages(fake):
+    app = build_app(ServerSettings(pipeline="conversational"), backend=fake)
+    with TestClient(app) as c:
+        r = c.post("/chat", json={"prompt": "hi"})
+        assert r.status_code == 400 and r.json() == {"detail": "Conversational parameter messages required"}
+    with TestClient(build_app(ServerSettings(), backend=fake)) as c:
+        assert c.post("/chat", json={}).json() == {"detail": "Text generation parameter prompt required"}
+        r = c.post("/chat", json={"prompt": "hi", "generate_kwargs": {"repetition_penalty": 1.3}})
+        assert r.status_code == 400 and "repetition_penalty" in r.json()["detail"]
+        r = c.post("/chat", json={"prompt": "hi", "generate_kwargs": {"max_new_tokens": 9}})
+        assert r.json() == {"Result": "hiHello wor"}  # 9 tokens (characters)
+
+
+def test_admission_429_with_retry_after(fake):
+    app = build_app(ServerSettings(max_batch_size=1, max_queued_requests=0, retry_after_s=3), backend=fake)
+    admission = app.state.serving.admission
+
+    async def hold_one():
+        async with admission.slot():
+            with TestClient(app) as c:
+                return c.post("/v1/completions", json={"prompt": "x"})
+
+    r = asyncio.run(hold_one())
+    assert r.status_code == 429 and r.headers["Retry-After"] == "3"
+    assert r.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_api_key_middleware(fake):
+    with TestClient(build_app(ServerSettings(api_key="k1"), backend=fake)) as c:
+        assert c.get("/v1/models").status_code == 401
+        assert c.get("/v1/models", headers={"Authorization": "Bearer k1"}).status_code == 200
+        assert c.get("/health").status_code == 200 and c.get("/metrics").status_code == 200
+
+
+# --- adapter scheduler ---
+
+
+def test_adapter_scheduler_serves_models_in_turns():
+    switches = []
+
+    async def scenario():
+        sched = AdapterScheduler(switches.append, current="base")
+        order = []
+
+        async def request(model, hold):
+            await sched.acquire(model)
+            order.append(("in", model, sched.current))
+            await asyncio.sleep(hold)
+            await sched.release()
+
+        first = asyncio.create_task(request("base", 0.05))
+        await asyncio.sleep(0.01)
+        other = asyncio.create_task(request("lora", 0.01))
+        await asyncio.sleep(0.01)
+        late_base = asyncio.create_task(request("base", 0.01))  # must not overtake the waiting lora
+        await asyncio.gather(first, other, late_base)
+        return order
+
+    order = asyncio.run(scenario())
+    assert order == [("in", "base", "base"), ("in", "lora", "lora"), ("in", "base", "base")]
+    assert switches == ["lora", "base"]
