@@ -8,6 +8,7 @@ template is immutable, is deleted and created again). Services keep their alloca
 from __future__ import annotations
 
 import copy
+import os
 import threading
 from typing import Any
 
@@ -38,11 +39,14 @@ def api_client():
         if _client is None:
             from kubernetes import client, config
 
+            settings = client.Configuration()  # our own, not the library's process-wide default
             try:
-                config.load_incluster_config()
+                config.load_incluster_config(client_configuration=settings)
             except config.ConfigException:
-                config.load_kube_config()
-            _client = client.ApiClient()
+                # $KUBECONFIG is read now (the library reads it once, at import).
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
+                                        client_configuration=settings)
+            _client = client.ApiClient(settings)
         return _client
 
 
