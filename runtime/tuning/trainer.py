@@ -300,7 +300,7 @@ def run(opts: TuneOptions) -> int:
 
     from runtime.tuning import data as data_mod
     from runtime.tuning.masking import tokenize_dataset
-    from runtime.tuning.progress import EventLog, Metrics, ProgressCallback, StopOnSignal, write_status
+    from runtime.tuning.status import EventLog, Metrics, write_status
 
     root = output_root()
     events = EventLog(output_dir)
@@ -319,6 +319,8 @@ def run(opts: TuneOptions) -> int:
 
     import torch
     from trl import SFTTrainer
+
+    from runtime.tuning.callbacks import ProgressCallback, StopOnSignal
 
     checkpoints = output_dir / CHECKPOINTS
     checkpoints.mkdir(exist_ok=True)

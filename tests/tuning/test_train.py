@@ -129,6 +129,7 @@ def test_memory_plan_refuses_what_cannot_fit(tmp_path):
     assert not (tmp_path / "o" / SENTINEL).exists()
 
 
+@pytest.mark.slow
 def test_unknown_training_argument_is_named(tmp_path):
     from runtime.tuning.config import ConfigError
 
