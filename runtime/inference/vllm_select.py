@@ -71,3 +71,11 @@ def choose_runtime(argv: list[str], default_preset: str | None = None) -> str:
 
 def wants_vllm(argv: list[str], default_preset: str | None = None) -> bool:
     return choose_runtime(argv, default_preset) == "vllm"
+
+
+def runtime_for(runtime: str | None, preset: str | None) -> str:
+    """The backend for `kaito serve`'s parsed `--runtime` and PRESET (None: not given)."""
+    argv = ([preset] if preset else []) + (["--runtime", runtime] if runtime else [])
+    from runtime.inference.settings import DEFAULT_PRESET
+
+    return choose_runtime(argv, default_preset=DEFAULT_PRESET)
