@@ -361,28 +361,70 @@ def attach_kaito_layer(app, backend: VllmEngine, settings, engine_client) -> Non
     attach(app, backend, settings, max_num_seqs, get_prometheus_registry())
 
 
+def _vllm_server_api() -> dict:
+    """vLLM's server building blocks. vLLM moved them from vllm.entrypoints.openai to vllm.entrypoints.launchers
+    (0.32 keeps the old module as a deprecated re-export); take the new home, fall back to the old one."""
+    import importlib
+    import warnings
+
+    def first(*paths: str):
+        for path in paths:
+            module, _, name = path.rpartition(".")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    return getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError):
+                continue
+        raise ImportError(f"this vLLM has none of {', '.join(paths)}")
+
+    return {
+        "init_app_state": first("vllm.entrypoints.launchers.api_server.app_state.init_app_state",
+                                "vllm.entrypoints.openai.api_server.init_app_state"),
+        "build_async_engine_client": first("vllm.entrypoints.launchers.api_server.entry.build_async_engine_client",
+                                           "vllm.entrypoints.openai.api_server.build_async_engine_client"),
+        "build_app": first("vllm.entrypoints.launchers.app.build_app", "vllm.entrypoints.openai.api_server.build_app"),
+        "make_arg_parser": first("vllm.entrypoints.launchers.cli_args.make_arg_parser",
+                                 "vllm.entrypoints.openai.cli_args.make_arg_parser"),
+        "validate_parsed_serve_args": first("vllm.entrypoints.launchers.cli_args.validate_parsed_serve_args",
+                                            "vllm.entrypoints.openai.cli_args.validate_parsed_serve_args"),
+        "serve_http": first("vllm.entrypoints.launchers.launcher.serve_http", "vllm.entrypoints.launcher.serve_http"),
+        "setup_server": first("vllm.entrypoints.launchers.launcher.setup_server",
+                              "vllm.entrypoints.openai.api_server.setup_server"),
+        "FlexibleArgumentParser": first("vllm.utils.argparse_utils.FlexibleArgumentParser",
+                                        "vllm.utils.FlexibleArgumentParser"),
+    }
+
+
+def parse_vllm_args(vllm_argv: list[str]) -> argparse.Namespace:
+    """vLLM's own parser and validation over our argv (so a bad flag fails as it would in `vllm serve`)."""
+    api = _vllm_server_api()
+    args = api["make_arg_parser"](api["FlexibleArgumentParser"](prog="vllm")).parse_args(vllm_argv)
+    api["validate_parsed_serve_args"](args)
+    return args
+
+
 async def serve(vllm_argv: list[str], settings, preset, chat_template: str | None) -> None:
     """`vllm serve` with our Kaito layer attached before uvicorn starts."""
-    import vllm.envs as envs
-    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
-    from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
-    from vllm.entrypoints.launchers.app import build_app
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
-    from vllm.entrypoints.launchers.launcher import serve_http, setup_server
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
+    import inspect
 
-    args = make_arg_parser(FlexibleArgumentParser(prog="vllm")).parse_args(vllm_argv)
-    validate_parsed_serve_args(args)
-    listen_address, sock = setup_server(args, reuse_port=False)  # bind first, as vLLM does (Ray race)
+    import vllm.envs as envs
+
+    api = _vllm_server_api()
+    args = parse_vllm_args(vllm_argv)
+    listen_address, sock = api["setup_server"](args, reuse_port=False)  # bind first, as vLLM does (Ray race)
     try:
-        async with build_async_engine_client(args) as engine_client:
+        async with api["build_async_engine_client"](args) as engine_client:
             supported_tasks = await engine_client.get_supported_tasks()
-            app = build_app(args, supported_tasks, engine_client.model_config)
-            await init_app_state(engine_client, app.state, args, supported_tasks)
+            if len(inspect.signature(api["build_app"]).parameters) > 1:
+                app = api["build_app"](args, supported_tasks, engine_client.model_config)
+            else:  # older vLLM: build_app(args)
+                app = api["build_app"](args)
+            await api["init_app_state"](engine_client, app.state, args, supported_tasks)
             backend = VllmEngine(engine_client, app.state, args.served_model_name[0], chat_template)
             attach_kaito_layer(app, backend, settings, engine_client)
             log.info("serving %s with vLLM on %s", preset.name, listen_address)
-            shutdown = await serve_http(
+            shutdown = await api["serve_http"](
                 app,
                 sock=sock,
                 host=args.host,
