@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from runtime.controller import render
@@ -107,6 +109,29 @@ def tuning_commands(resolved: Resolved, workdir: Path) -> list[list[str]]:
     return commands
 
 
+def _call(command: list[str], env: dict[str, str]) -> int:
+    """Run one step; SIGTERM or Ctrl-C stops the step too (a server must not outlive `kaito run`)."""
+    proc = subprocess.Popen(command, env=env)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run(resolved: Resolved, *, engine: str = "process", port: int = 5000, image: str | None = None,
         dry_run: bool = False, workdir: Path | None = None) -> int:
     """Run the workspace's commands in order; stop at the first failure. Returns the exit code."""
@@ -129,7 +154,7 @@ def run(resolved: Resolved, *, engine: str = "process", port: int = 5000, image:
             print("+ " + shlex.join(command), file=sys.stderr, flush=True)
             if dry_run:
                 continue
-            code = subprocess.call(command, env=env)
+            code = _call(command, env)
             if code != 0:
                 return code
         return 0

@@ -1,0 +1,187 @@
+"""`kaito render | apply | get workspace | run --local`, and the deploy/ manifests (CRD, RBAC, controller).
+
+`apply` and `get` talk to the in-process FAKE API server (tests/controller/fake_apiserver.py; no
+kube-apiserver can run here) through the real `kubernetes` client, as they would to a cluster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from runtime.cli import main
+from runtime.controller import cli as controller_cli
+from runtime.controller import kube
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+TINY = EXAMPLES / "local" / "kaito_workspace_tiny_llama.yaml"
+TUNING = EXAMPLES / "fine-tuning" / "kaito_workspace_tuning_phi_3.yaml"
+
+
+def test_render_prints_valid_manifests(capsys):
+    assert main(["render", "-f", str(TUNING), "-n", "team-a"]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["kind"] for d in docs] == ["ConfigMap", "Job"]
+    for doc in docs:
+        assert doc["metadata"]["namespace"] == "team-a"
+        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+
+
+def test_render_reports_field_paths(tmp_path, capsys):
+    bad = yaml.safe_load(TUNING.read_text())
+    bad["tuning"]["method"] = "dpo"
+    del bad["tuning"]["output"]["imagePushSecret"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    assert main(["render", "-f", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "tuning.method: must be lora or qlora, got 'dpo'" in err
+    assert "tuning.output.imagePushSecret" in err
+
+
+def test_render_rejects_files_without_one_workspace(tmp_path, capsys):
+    path = tmp_path / "two.yaml"
+    path.write_text(TINY.read_text() + "---\n" + TINY.read_text())
+    assert main(["render", "-f", str(path)]) == 2
+    assert "exactly one Workspace, found 2" in capsys.readouterr().err
+    assert main(["render", "-f", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_workspace_table_matches_the_seed():
+    now = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+    items = [{"metadata": {"name": "workspace-phi-3", "creationTimestamp": "2026-01-01T11:55:00Z"},
+              "resource": {"instanceType": "Standard_NC24ads_A100_v4"},
+              "status": {"conditions": [{"type": "ResourceReady", "status": "True"},
+                                        {"type": "InferenceReady", "status": "True"},
+                                        {"type": "WorkspaceSucceeded", "status": "True"},
+                                        {"type": "WorkspaceReady", "status": "True"}]}},
+             {"metadata": {"name": "tune", "creationTimestamp": "2025-12-29T12:00:00Z"}}]
+    lines = controller_cli.workspace_table(items, now).splitlines()
+    assert lines[0].split() == ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "JOBSTARTED",
+                                "WORKSPACESUCCEEDED", "WORKSPACEREADY", "AGE"]
+    assert lines[1].split() == ["workspace-phi-3", "Standard_NC24ads_A100_v4", "True", "True", "True", "True", "5m"]
+    assert lines[2].split() == ["tune", "3d"]
+    assert controller_cli._age("2026-01-01T11:59:15Z", now) == "45s"
+    assert controller_cli._age("2026-01-01T07:00:00Z", now) == "5h"
+
+
+@pytest.fixture
+def fake_cluster(tmp_path, monkeypatch):
+    from tests.controller.fake_apiserver import FakeKubeAPI
+
+    with FakeKubeAPI() as api:
+        config = tmp_path / "kubeconfig"
+        config.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
+            "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}]}))
+        monkeypatch.setenv("KUBECONFIG", str(config))
+        kube.reset()
+        yield api
+        kube.reset()
+
+
+def test_apply_then_get(fake_cluster, capsys):
+    assert main(["apply", "-f", str(TINY)]) == 0
+    assert capsys.readouterr().out.strip() == "workspace.kaito.sh/workspace-tiny-llama created"
+    assert main(["apply", "-f", str(TINY)]) == 0
+    assert capsys.readouterr().out.strip() == "workspace.kaito.sh/workspace-tiny-llama configured"
+    stored = fake_cluster.get("kaito.sh", "workspaces", "default", "workspace-tiny-llama")
+    assert stored["inference"]["preset"]["name"] == "tiny-llama"
+    fake_cluster.write_status("kaito.sh", "workspaces", "default", "workspace-tiny-llama", {"conditions": [
+        {"type": "ResourceReady", "status": "True"}, {"type": "InferenceReady", "status": "False"}]})
+    assert main(["get", "workspace"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[:3] == ["workspace-tiny-llama", "True", "False"]  # no instance type: BYO nodes
+    assert main(["get", "workspace", "workspace-tiny-llama"]) == 0
+    assert "workspace-tiny-llama" in capsys.readouterr().out
+    assert main(["get", "wk", "nope"]) == 1
+    assert 'workspaces.kaito.sh "nope" not found' in capsys.readouterr().err
+
+
+def test_apply_refuses_an_invalid_workspace_before_the_cluster(fake_cluster, tmp_path, capsys):
+    bad = yaml.safe_load(TINY.read_text())
+    bad["inference"]["adapters"] = [{"source": {"name": "UPPER", "image": "r.example.com/a:1"}}]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    assert main(["apply", "-f", str(path)]) == 2
+    assert "inference.adapters[0].source.name" in capsys.readouterr().err
+    assert fake_cluster.objects("kaito.sh", "workspaces") == []
+
+
+def test_run_local_dry_run_prints_the_pod_commands(capsys):
+    assert main(["run", "-f", str(TINY), "--local", "--dry-run", "--port", "5055"]) == 0
+    err = capsys.readouterr().err
+    assert "-m runtime.cli serve tiny-llama --port 5055" in err and "--runtime transformers" in err
+    assert main(["run", "-f", str(TUNING), "--local", "--dry-run"]) == 0
+    steps = [line for line in capsys.readouterr().err.splitlines() if line.startswith("+ ")]
+    assert steps[0].startswith("+ curl -sSfL") and "train-00000-of-00001" in steps[0]
+    assert " tune --preset phi-3-mini-128k-instruct --method qlora " in steps[1]
+    assert " adapter push --wait-for " in steps[2] and steps[2].endswith("ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1")
+
+
+def test_run_local_with_podman_dry_run(capsys):
+    assert main(["run", "-f", str(TINY), "--local", "--engine", "podman", "--dry-run"]) in (0, 2)
+    out = capsys.readouterr()
+    if "not installed" in out.err:
+        pytest.skip("podman is not installed")
+    assert "podman --runtime runc run --rm -p 5000:5000" in out.err
+    assert "mcr.microsoft.com/aks/kaito/kaito-tiny-llama:0.1.0 kaito serve tiny-llama" in out.err
+
+
+@pytest.mark.slow
+def test_run_local_serves_the_tiny_model(tiny_model_dir, tmp_path):
+    """`kaito run --local` really starts the runtime: /health answers, and SIGTERM stops the server with it."""
+    from tests.support import free_port, wait_http
+
+    port = free_port()
+    log = (tmp_path / "run.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", "-f", str(TINY), "--local", "--port",
+                             str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=120, proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    assert "serve tiny-llama" in (tmp_path / "run.log").read_text()
+
+
+def deploy_docs(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((ROOT / "deploy" / name).read_text()) if d]
+
+
+@pytest.mark.parametrize("name", ["crd-workspace.yaml", "rbac.yaml", "controller.yaml"])
+def test_deploy_manifests_are_strictly_valid(name):
+    for doc in deploy_docs(name):
+        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+
+
+def test_crd_serves_both_versions_and_accepts_every_example():
+    (crd,) = deploy_docs("crd-workspace.yaml")
+    versions = {v["name"]: v for v in crd["spec"]["versions"]}
+    assert set(versions) == {"v1alpha1", "v1beta1"} and versions["v1beta1"]["storage"] is True
+    columns = [c["name"] for c in versions["v1beta1"]["additionalPrinterColumns"]]
+    assert columns == ["Instance", "ResourceReady", "InferenceReady", "JobStarted", "WorkspaceSucceeded",
+                       "WorkspaceReady", "State", "Age"]
+    schema = versions["v1beta1"]["schema"]["openAPIV3Schema"]
+    for path in sorted(EXAMPLES.rglob("*.yaml")):
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "resource": {"count": 0,
+                             "labelSelector": {}}}, schema)
