@@ -63,4 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Re-import so handlers and this block share one CommandError class (`python -m runtime.cli`).
+    from runtime.cli import main as _main
+
+    sys.exit(_main())
