@@ -185,3 +185,31 @@ def test_crd_serves_both_versions_and_accepts_every_example():
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "resource": {"count": 0,
                              "labelSelector": {}}}, schema)
+
+
+@pytest.mark.slow
+def test_kaito_controller_command_reconciles(fake_cluster, tmp_path):
+    """`kaito controller` as a process: kopf logs in from $KUBECONFIG on its own and reconciles a Workspace."""
+    import time
+
+    log_path = tmp_path / "controller.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "controller"], stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert main(["apply", "-f", str(TINY)]) == 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                fake_cluster.get("apps", "deployments", "default", "workspace-tiny-llama")
+                and (fake_cluster.get("kaito.sh", "workspaces", "default", "workspace-tiny-llama") or {}).get("status")):
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        ws = fake_cluster.get("kaito.sh", "workspaces", "default", "workspace-tiny-llama")
+        assert ws["status"]["state"] == "Pending", log_path.read_text()[-3000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
