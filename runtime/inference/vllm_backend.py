@@ -84,22 +84,14 @@ def _split_config(path: str | None) -> tuple[dict[str, Any], VllmUserConfig]:
     import yaml
 
     from runtime.inference.settings import ServerSettings
-    from runtime.inference.vllm_config import DEFAULT_CONFIG_PATH, KAITO_KEYS
+    from runtime.inference.vllm_config import DEFAULT_CONFIG_PATH, KAITO_KEYS, OTHER_BACKEND_KEYS
 
     if path is None and not DEFAULT_CONFIG_PATH.is_file():
         return {}, VllmUserConfig()
-    user = load_config(path)  # validates the Kaito part; errors name the field
-    source = Path(path or DEFAULT_CONFIG_PATH)
-    data = yaml.safe_load(source.read_text()) or {}
-    server: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in KAITO_KEYS:
-            continue
-        name = str(key).replace("-", "_")
-        if name not in ServerSettings.model_fields:
-            known = sorted(set(ServerSettings.model_fields) | KAITO_KEYS)
-            raise InferenceConfigError(f"{source}: unknown key {key!r}; known keys: {', '.join(known)}")
-        server[name] = value
+    # Validates the whole file: Kaito's keys, and every other top-level key must be one of our settings.
+    user = load_config(path, other_keys=frozenset(ServerSettings.model_fields))
+    data = yaml.safe_load(Path(path or DEFAULT_CONFIG_PATH).read_text()) or {}
+    server = {str(k).replace("-", "_"): v for k, v in data.items() if k not in KAITO_KEYS | OTHER_BACKEND_KEYS}
     return server, user
 
 

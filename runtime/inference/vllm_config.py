@@ -64,16 +64,20 @@ class VllmUserConfig:
         object.__setattr__(self, "vllm", MappingProxyType(dict(self.vllm)))
 
 
-def parse_config(data: object, source: str = "<inline>") -> VllmUserConfig:
-    """Validate a loaded YAML document; errors name the field as `file: vllm.max-model-len: ...`."""
+def parse_config(data: object, source: str = "<inline>", other_keys: frozenset[str] = frozenset()) -> VllmUserConfig:
+    """Validate a loaded YAML document; errors name the field as `file: vllm.max-model-len: ...`.
+
+    `other_keys`: further top-level keys the caller handles (our server's settings share the file).
+    """
     if data is None:
         return VllmUserConfig(source=source)
     if not isinstance(data, Mapping):
         raise InferenceConfigError(f"{source}: the document must be a mapping, got {type(data).__name__}")
-    unknown = sorted(str(k) for k in data if k not in KAITO_KEYS | OTHER_BACKEND_KEYS)
+    allowed = KAITO_KEYS | OTHER_BACKEND_KEYS | other_keys
+    unknown = sorted(str(k) for k in data if str(k) not in allowed and str(k).replace("-", "_") not in allowed)
     if unknown:
         raise InferenceConfigError(
-            f"{source}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(KAITO_KEYS))}"
+            f"{source}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(KAITO_KEYS | other_keys))}"
         )
     section = data.get("vllm") or {}
     if not isinstance(section, Mapping):
@@ -106,7 +110,7 @@ def parse_config(data: object, source: str = "<inline>") -> VllmUserConfig:
                           source=source)
 
 
-def load_config(path: str | Path | None) -> VllmUserConfig:
+def load_config(path: str | Path | None, other_keys: frozenset[str] = frozenset()) -> VllmUserConfig:
     """Read `path` (None: Kaito's mount point if it exists, else no user config)."""
     import yaml
 
@@ -123,7 +127,7 @@ def load_config(path: str | Path | None) -> VllmUserConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise InferenceConfigError(f"{path}: not valid YAML: {err}") from None
-    return parse_config(data, source=str(path))
+    return parse_config(data, source=str(path), other_keys=other_keys)
 
 
 def flags_to_argv(flags: Mapping[str, FlagValue]) -> list[str]:

