@@ -177,7 +177,12 @@ def list_workspaces(client, namespace: str | None) -> list[dict[str, Any]]:
 
 
 def apply_workspace(client, obj: dict[str, Any]) -> str:
-    """Create or update (merge-patch) a Workspace object; used by `kaito apply`."""
+    """Create a Workspace, or make the stored one match `obj` (used by `kaito apply`).
+
+    The sections `resource`, `inference` and `tuning` are replaced whole and dropped when the file has none (a
+    merge patch could not remove an adapter); labels and annotations from the file are added to the stored ones,
+    so the operator's own bookkeeping annotations stay. One JSON patch, guarded by the resourceVersion read.
+    """
     from kubernetes.client.exceptions import ApiException
 
     api = custom_api(client)
@@ -185,12 +190,23 @@ def apply_workspace(client, obj: dict[str, Any]) -> str:
     namespace = obj["metadata"].get("namespace") or "default"
     name = obj["metadata"]["name"]
     try:
-        api.get_namespaced_custom_object(group, version, namespace, PLURAL, name)
+        existing = api.get_namespaced_custom_object(group, version, namespace, PLURAL, name)
     except ApiException as err:
         if not _is_missing(err):
             raise
         api.create_namespaced_custom_object(group, version, namespace, PLURAL, obj)
         return "created"
-    api.patch_namespaced_custom_object(group, version, namespace, PLURAL, name,
-                                       {k: v for k, v in obj.items() if k != "status"})
+    ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/resourceVersion",
+                                  "value": existing["metadata"]["resourceVersion"]}]
+    for key in ("resource", "inference", "tuning"):
+        if key in obj:
+            ops.append({"op": "add", "path": f"/{key}", "value": obj[key]})
+        elif key in existing:
+            ops.append({"op": "remove", "path": f"/{key}"})
+    for key in ("labels", "annotations"):
+        if obj["metadata"].get(key):
+            merged = {**(existing["metadata"].get(key) or {}), **obj["metadata"][key]}
+            ops.append({"op": "add", "path": f"/metadata/{key}", "value": merged})
+    api.patch_namespaced_custom_object(group, version, namespace, PLURAL, name, ops,
+                                       _content_type="application/json-patch+json")
     return "configured"

@@ -92,13 +92,23 @@ def fake_cluster(tmp_path, monkeypatch):
         kube.reset()
 
 
-def test_apply_then_get(fake_cluster, capsys):
+def test_apply_then_get(fake_cluster, tmp_path, capsys):
     assert main(["apply", "-f", str(TINY)]) == 0
     assert capsys.readouterr().out.strip() == "workspace.kaito.sh/workspace-tiny-llama created"
     assert main(["apply", "-f", str(TINY)]) == 0
     assert capsys.readouterr().out.strip() == "workspace.kaito.sh/workspace-tiny-llama configured"
     stored = fake_cluster.get("kaito.sh", "workspaces", "default", "workspace-tiny-llama")
     assert stored["inference"]["preset"]["name"] == "tiny-llama"
+    # Re-applying a file without an adapter removes it (a merge patch would have kept it).
+    with_adapter = yaml.safe_load(TINY.read_text())
+    with_adapter["inference"]["adapters"] = [{"source": {"name": "a", "image": "r.example.com/a:1"}}]
+    edited = tmp_path / "with-adapter.yaml"
+    edited.write_text(yaml.safe_dump(with_adapter))
+    assert main(["apply", "-f", str(edited)]) == 0
+    assert fake_cluster.get("kaito.sh", "workspaces", "default", "workspace-tiny-llama")["inference"]["adapters"]
+    assert main(["apply", "-f", str(TINY)]) == 0
+    assert "adapters" not in fake_cluster.get("kaito.sh", "workspaces", "default", "workspace-tiny-llama")["inference"]
+    capsys.readouterr()
     fake_cluster.write_status("kaito.sh", "workspaces", "default", "workspace-tiny-llama", {"conditions": [
         {"type": "ResourceReady", "status": "True"}, {"type": "InferenceReady", "status": "False"}]})
     assert main(["get", "workspace"]) == 0
