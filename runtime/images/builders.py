@@ -9,11 +9,13 @@ its CLI. Registry credentials are never passed on the command line: the builders
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shlex
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,8 @@ class BuilderOptions:
     root: Path | None = None
     """Private image storage (--root); env KAITO_BUILDER_ROOT."""
     runroot: Path | None = None
-    """Private run state (--runroot); env KAITO_BUILDER_RUNROOT. Defaults to <root>/run when root is set."""
+    """Private run state (--runroot); env KAITO_BUILDER_RUNROOT. Default with a root: a short path under the temp
+    dir derived from the root (podman refuses a runroot longer than 50 characters)."""
     storage_driver: str | None = None
     """overlay or vfs (--storage-driver); env KAITO_STORAGE_DRIVER."""
     isolation: str | None = None
@@ -62,12 +65,17 @@ class BuilderOptions:
     def storage_flags(self) -> list[str]:
         flags: list[str] = []
         if self.root:
-            flags += ["--root", str(self.root), "--runroot", str(self.runroot or Path(self.root) / "run")]
+            flags += ["--root", str(self.root), "--runroot", str(self.runroot or default_runroot(Path(self.root)))]
         elif self.runroot:
             flags += ["--runroot", str(self.runroot)]
         if self.storage_driver:
             flags += ["--storage-driver", self.storage_driver]
         return flags
+
+
+def default_runroot(root: Path) -> Path:
+    digest = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"kaito-run-{digest}"
 
 
 def _docker_engine_up(docker: str) -> bool:

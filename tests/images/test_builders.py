@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.images.builders import Builder, BuilderError, BuilderOptions, detect_builder
+from runtime.images.builders import Builder, BuilderError, BuilderOptions, default_runroot, detect_builder
 
 
 def _which(available):
@@ -46,8 +46,9 @@ def test_options_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("KAITO_STORAGE_DRIVER", "vfs")
     monkeypatch.setenv("KAITO_BUILD_ISOLATION", "chroot")
     options = BuilderOptions.from_env(storage_driver="overlay")  # an explicit value beats the environment
-    assert options.storage_flags() == ["--root", str(tmp_path), "--runroot", str(tmp_path / "run"),
-                                       "--storage-driver", "overlay"]
+    runroot = default_runroot(tmp_path)
+    assert options.storage_flags() == ["--root", str(tmp_path), "--runroot", str(runroot), "--storage-driver", "overlay"]
+    assert len(str(runroot)) <= 50  # podman's limit
     assert options.isolation == "chroot"
 
 
@@ -58,7 +59,7 @@ def test_buildah_command_line(tmp_path):
     token.write_text("hf_SECRET_VALUE")
     cmd = builder.build_command(Path("/ctx"), "r/kaito-x:1", build_args={"A": "1", "B": "two words"},
                                 secrets={"hf_token": token}, target="app")
-    assert cmd[:7] == ["/usr/bin/buildah", "--root", str(tmp_path), "--runroot", str(tmp_path / "run"),
+    assert cmd[:7] == ["/usr/bin/buildah", "--root", str(tmp_path), "--runroot", str(default_runroot(tmp_path)),
                        "--storage-driver", "vfs"]
     assert cmd[7:10] == ["bud", "--isolation", "chroot"]
     assert cmd[cmd.index("-f") + 1] == "/ctx/Dockerfile"
