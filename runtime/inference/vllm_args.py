@@ -22,6 +22,10 @@ from runtime.inference.vllm_config import FlagValue, VllmUserConfig, flag_name, 
 # Ranks vLLM accepts for --max-lora-rank (vllm/config/lora.py MaxLoRARanks); we round up to the next one.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
+# --dtype values vLLM accepts; a plan's storage dtype outside them (fp8, mxfp4, nf4: quantized weights) means "auto",
+# which lets vLLM read the quantization from the checkpoint (Kaito does the same for quantized models).
+VLLM_DTYPES = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})
+
 # Kaito's container paths.
 DEFAULT_ADAPTERS_DIR = Path("/mnt/adapter")
 DEFAULT_WEIGHTS_DIR = Path("/workspace/weights")
@@ -139,9 +143,13 @@ def derived_flags(preset: Preset, plan: PlanLike | None, settings: VllmSettings)
         if pp > 1:
             flags["pipeline-parallel-size"] = pp
             flags["distributed-executor-backend"] = "ray"
+        dp = int(getattr(plan, "data_parallel_size", 1) or 1)
+        if dp > 1:  # a small model replicated over the node's GPUs (Kaito HEAD's configureParallelism)
+            flags["data-parallel-size"] = dp
         flags["max-model-len"] = int(plan.max_model_len)
         flags["gpu-memory-utilization"] = float(plan.gpu_memory_utilization)
-        flags["dtype"] = str(plan.dtype)
+        dtype = str(plan.dtype)
+        flags["dtype"] = dtype if dtype in VLLM_DTYPES else "auto"
     else:
         flags["max-model-len"] = preset.context_length
     max_num_seqs = settings.max_num_seqs or getattr(plan, "max_num_seqs", None)

@@ -61,6 +61,25 @@ def test_plan_sets_parallelism_length_memory_and_dtype():
     assert "--trust-remote-code" not in argv
 
 
+def test_replicas_and_quantized_dtypes_from_the_plan():
+    plan = Plan(tensor_parallel_size=1, dtype="mxfp4")
+    plan.data_parallel_size = 2
+    argv = engine_args(preset(), plan, VllmSettings())
+    assert option(argv, "--data-parallel-size") == "2"
+    assert option(argv, "--dtype") == "auto"
+
+
+def test_real_sizing_plans_feed_engine_args():
+    from runtime.sizing.plan import plan_inference
+
+    plan = plan_inference(presets.get("llama-3.3-70b-instruct"), "Standard_NC80adis_H100_v5", 1)
+    argv = engine_args(presets.get("llama-3.3-70b-instruct"), plan, VllmSettings())
+    assert option(argv, "--tensor-parallel-size") == str(plan.tensor_parallel_size)
+    assert option(argv, "--max-model-len") == str(plan.max_model_len)
+    assert option(argv, "--gpu-memory-utilization") == str(plan.gpu_memory_utilization)
+    assert option(argv, "--tool-call-parser") == presets.get("llama-3.3-70b-instruct").tool_call_parser
+
+
 def test_several_nodes_use_pipeline_parallel_over_ray():
     p = preset(distributed=True)
     argv = engine_args(p, Plan(tensor_parallel_size=8, pipeline_parallel_size=2), VllmSettings())

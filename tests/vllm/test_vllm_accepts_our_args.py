@@ -34,6 +34,7 @@ for name, argv in json.load(sys.stdin).items():
         if a.reasoning_parser:
             ReasoningParserManager.get_reasoning_parser(a.reasoning_parser)
         results[name] = {"ok": True, "tp": a.tensor_parallel_size, "pp": a.pipeline_parallel_size,
+                         "dp": a.data_parallel_size,
                          "rank": a.max_lora_rank, "loras": len(a.lora_modules or []), "user": a.max_model_len}
     except BaseException as err:
         results[name] = {"ok": False, "error": f"{type(err).__name__}: {err}"}
@@ -50,16 +51,30 @@ class Plan:
     dtype: str = "bfloat16"
 
 
+def sizing_plan(preset: presets.Preset):
+    """The real sizing plan on 2-GPU H100 nodes (two nodes where the preset is distributed), else a made-up one."""
+    from runtime.sizing.plan import plan_inference
+
+    try:
+        plan = plan_inference(preset, "Standard_NC80adis_H100_v5", 1, max_model_len=4096)
+    except Exception:  # does not fit one node: make one up that exercises the multi-node flags
+        return Plan(tensor_parallel_size=2 if preset.tensor_parallel else 1,
+                    pipeline_parallel_size=2 if preset.distributed else 1)
+    if preset.distributed:
+        return dataclasses.replace(plan, pipeline_parallel_size=2)
+    return plan
+
+
 def test_vllm_parses_every_presets_engine_args(tmp_path):
     user = parse_config({"vllm": {"max-model-len": 1024, "enable-chunked-prefill": True}})
     argvs, expected = {}, {}
     for preset in presets.all_presets():
-        plan = Plan(tensor_parallel_size=2 if preset.tensor_parallel else 1,
-                    pipeline_parallel_size=2 if preset.distributed else 1)
+        plan = sizing_plan(preset)
         adapters = (Adapter("a", tmp_path / "a", 48), Adapter("b", tmp_path / "b", 8)) if preset.lora_serving else ()
         settings = VllmSettings(model_path=str(tmp_path), adapters=adapters, max_num_seqs=32)
         argvs[preset.name] = engine_args(preset, plan, settings, user)
         expected[preset.name] = {"ok": True, "tp": plan.tensor_parallel_size, "pp": plan.pipeline_parallel_size,
+                                 "dp": getattr(plan, "data_parallel_size", 1),
                                  "rank": 64 if adapters else 16, "loras": len(adapters), "user": 1024}
         if preset.chat_template:
             assert (chat_templates_dir() / preset.chat_template).is_file(), f"{preset.name}: {preset.chat_template}"
