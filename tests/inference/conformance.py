@@ -120,6 +120,7 @@ def test_seed_makes_sampling_reproducible(server):
         ).choices[0].message.content
 
     assert sample(1234) == sample(1234)
+    assert len({sample(seed) for seed in (1, 2, 3)}) > 1, "temperature 1 should sample, not decode greedily"
 
 
 def test_raw_sse_framing_as_curl_sees_it(server):

@@ -2,10 +2,9 @@
 
 Engine: `model.init_continuous_batching()` (transformers' ContinuousBatchingManager, the engine behind
 `transformers serve --continuous-batching`). It schedules requests in flight (requests join and leave the running
-batch every step), streams per token, cancels, and takes per-request temperature / top-k / top-p when
-`per_request_processors=True`. We did not write a scheduler. What it lacks we add around it:
-- greedy (temperature 0) is top_k=1 per request, since do_sample is one switch for the whole manager;
-- per-request `seed`: backends/seeded_sampling.py;
+batch every step), streams per token and cancels. We did not write a scheduler. What it lacks we add around it:
+- per-request sampling (temperature, top-k, top-p, seed): backends/sampling.py, a CB logits processor; CB's own
+  per-request warpers sort the vocabulary twice per row and step and cannot seed per request;
 - stop strings, `n`: in the serving layer (text-level stop; `n` = n requests);
 - admission (429) and adapter scheduling: here and in serving.py.
 
@@ -237,14 +236,12 @@ class TransformersBackend:
         import torch
         from transformers import ContinuousBatchingConfig, GenerationConfig
 
-        from runtime.inference.backends import seeded_sampling
+        from runtime.inference.backends import sampling
 
         s = self.settings
-        vocab = self.model.config.get_text_config().vocab_size
-        # Placeholders that make CB create its per-request temperature/top-k/top-p processors; every request
-        # sends its own values, so these defaults never apply.
+        # Greedy in CB (argmax); sampled requests are drawn by our RequestSampler (backends/sampling.py).
         gen_config = GenerationConfig(
-            do_sample=True, temperature=0.5, top_k=vocab, top_p=0.5, max_new_tokens=s.default_max_tokens,
+            do_sample=False, max_new_tokens=s.default_max_tokens,
             eos_token_id=sorted(self._eos) or None, pad_token_id=self.tokenizer.pad_token_id,
         )
         cpu = device == "cpu"
@@ -253,14 +250,14 @@ class TransformersBackend:
             num_blocks=s.cpu_num_blocks(self.max_model_len) if cpu or s.num_blocks else None,
             max_batch_tokens=s.max_batch_tokens or (512 if cpu else None),
             max_requests_per_batch=s.max_batch_size,
+            max_memory_percent=None if cpu else 0.8,  # headroom for the sampler's vocab-sized temporaries
             allow_block_sharing=False,
-            per_request_processors=True,
         )
         with torch.no_grad():
             self.manager = self.model.init_continuous_batching(
                 generation_config=gen_config, continuous_batching_config=cb_config
             )
-        self.sampler = seeded_sampling.install(self.manager)
+        self.sampler = sampling.install(self.manager)
         self.manager.start()
         self._activate(self.default_model)
 
@@ -401,6 +398,8 @@ class TransformersBackend:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         from tokenizers.decoders import DecodeStream
 
+        from runtime.inference.backends import sampling
+
         if not self.ready():
             raise ServiceUnavailable("the model is not loaded (or the engine stopped)")
         scheduler = self._get_scheduler()
@@ -409,13 +408,14 @@ class TransformersBackend:
         self._inflight[rid] = False
         queue: asyncio.Queue = asyncio.Queue()
         finished = False
+        slot = None
         try:
             self.manager.register_result_handler(rid, queue.put_nowait)
             p = request.params
-            kwargs: dict = {"temperature": 1.0, "top_p": 1.0, "top_k": 1} if p.temperature == 0 else {
-                "temperature": float(p.temperature), "top_p": float(p.top_p), "top_k": int(p.top_k or self._vocab())}
-            if p.seed is not None and p.temperature != 0:
-                kwargs["seed"] = int(p.seed)
+            kwargs = {}
+            if p.temperature > 0:
+                slot = self.sampler.register(p.temperature, p.top_k, p.top_p, p.seed)
+                kwargs[sampling.SLOT_KWARG] = slot
             self.manager.add_request(list(request.prompt_ids), request_id=rid, max_new_tokens=p.max_tokens,
                                      streaming=True, **kwargs)
             decoder = DecodeStream([], skip_special_tokens=True)
@@ -441,12 +441,10 @@ class TransformersBackend:
                 self.manager.cancel_request(rid)
                 with self.manager.output_router._lock:
                     self.manager.output_router.result_handlers.pop(rid, None)
-            self.sampler.forget(rid)
+            if slot is not None:
+                self.sampler.forget(slot)
             self._inflight.pop(rid, None)
             await scheduler.release()
-
-    def _vocab(self) -> int:
-        return self.model.config.get_text_config().vocab_size
 
     def close(self) -> None:
         if self.manager is not None:
