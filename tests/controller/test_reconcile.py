@@ -290,3 +290,30 @@ def test_deleting_the_workspace_deletes_its_children(cluster):
     for group, plural, name in (("apps", "deployments", "ws-gone"), ("", "services", "ws-gone"),
                                 ("", "configmaps", "ws-gone-inference-params")):
         assert api.get(group, plural, NS, name) is None, plural
+
+
+def test_changing_the_plan_swaps_statefulset_and_deployment(cluster):
+    from runtime.controller import kube
+
+    api, client = cluster
+    obj = {
+        "apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "ws-big", "namespace": NS},
+        "resource": {"instanceType": "Standard_NC48ads_A100_v4", "count": 2,
+                     "labelSelector": {"matchLabels": {"apps": "big"}}},
+        "inference": {"preset": {"name": "llama-3.3-70b-instruct"}},
+    }
+    create_workspace(client, obj)  # 2 x (2 x A100 80GB): the plan needs both nodes
+    sts = wait_for("the StatefulSet", lambda: api.get("apps", "statefulsets", NS, "ws-big"))
+    assert sts["spec"]["replicas"] == 2
+    assert wait_for("the headless Service", lambda: api.get("", "services", NS, "ws-big-headless"))
+    assert wait_for("the leader Service", lambda: api.get("", "services", NS, "ws-big"))["spec"]["selector"][
+        "statefulset.kubernetes.io/pod-name"] == "ws-big-0"
+    assert api.get("apps", "deployments", NS, "ws-big") is None
+
+    # One bigger node fits the model: the StatefulSet and its headless Service give way to a Deployment.
+    kube.custom_api(client).patch_namespaced_custom_object("kaito.sh", "v1beta1", NS, "workspaces", "ws-big", {
+        "resource": {"instanceType": "Standard_NC80adis_H100_v5", "count": 1}})
+    wait_for("the Deployment", lambda: api.get("apps", "deployments", NS, "ws-big"))
+    wait_for("the StatefulSet to go", lambda: api.get("apps", "statefulsets", NS, "ws-big") is None)
+    assert api.get("", "services", NS, "ws-big-headless") is None
+    assert "statefulset.kubernetes.io/pod-name" not in api.get("", "services", NS, "ws-big")["spec"]["selector"]
