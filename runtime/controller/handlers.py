@@ -80,7 +80,8 @@ def reconcile(body, logger, **_) -> None:
         if outcome != "unchanged":
             logger.info(f"{manifest['kind']} {manifest['metadata']['name']} {outcome}")
     _drop_stale(client, resolved.workspace, rendered)
-    refresh_status(obj)
+    # Re-read: the child-event handlers may have written a newer status than the body this handler started with.
+    refresh_status(kube.read_workspace(client, resolved.workspace.name, resolved.workspace.namespace) or obj)
 
 
 def _drop_stale(client, ws: spec.Workspace, rendered: set[tuple[str, str]]) -> None:
