@@ -9,7 +9,7 @@ For each round it starts bare `python -m vllm.entrypoints.openai.api_server <arg
 (`python -m benchmarks.serving.run --url ...`: streaming chat, concurrency 1/4/16, 64 new tokens) and stopped
 before the next starts. Prints one table and writes benchmarks/results/vllm-compare-<time>.json.
 
-Targets (issue 4): ours >= 0.9x bare vLLM's output tokens/s at concurrency 16, TTFT p50 <= 1.1x bare's.
+Rounds alternate which server goes first. Targets (issue 4): ours >= 0.9x bare vLLM's output tokens/s at concurrency 16, TTFT p50 <= 1.1x bare's.
 """
 
 from __future__ import annotations
@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[list[dict]]] = {"bare": [], "ours": []}
     startup: dict[str, list[float]] = {"bare": [], "ours": []}
     for round_no in range(args.rounds):
-        for name in ("bare", "ours"):
+        # Alternate who goes first: on a shared machine the load drifts, and a fixed order would bias one side.
+        for name in ("bare", "ours") if round_no % 2 == 0 else ("ours", "bare"):
             port = free_port()
             if name == "bare":
                 bare_flags = list(flags)
