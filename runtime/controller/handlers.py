@@ -50,7 +50,7 @@ def refresh_status(obj: dict) -> dict:
     trainer_log = None
     if kind == "tuning" and pods:
         newest = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
-        trainer_log = kube.container_log_tail(client, newest, render.TRAINER_CONTAINER)
+        trainer_log = kube.container_log_excerpt(client, newest, render.TRAINER_CONTAINER)
     new = status.compute_status(obj, kind=kind, workload=workload, pods=pods, trainer_log=trainer_log)
     status.publish_status(kube.custom_api(client), obj, new, group=spec.GROUP, version=spec.STORAGE_VERSION,
                           plural=spec.PLURAL)

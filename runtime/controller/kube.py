@@ -137,19 +137,28 @@ def workspace_pods(client, name: str, namespace: str) -> list[dict[str, Any]]:
     return [to_dict(client, p) for p in pods.items]
 
 
-def container_log_tail(client, pod: dict[str, Any], container: str, lines: int = 200) -> str | None:
-    """The last `lines` lines of one container's log; None when the container has not started (or is gone)."""
+def container_log_excerpt(client, pod: dict[str, Any], container: str, head_bytes: int = 16384,
+                          tail_lines: int = 100) -> str | None:
+    """The start and the end of one container's log (a trainer prints its plan first and its progress last).
+
+    None when the container has not started yet (or the pod is gone).
+    """
     import kubernetes.client
     from kubernetes.client.exceptions import ApiException
 
+    api = kubernetes.client.CoreV1Api(client)
     meta = pod["metadata"]
     try:
-        return kubernetes.client.CoreV1Api(client).read_namespaced_pod_log(
-            meta["name"], meta["namespace"], container=container, tail_lines=lines)
+        head = api.read_namespaced_pod_log(meta["name"], meta["namespace"], container=container,
+                                           limit_bytes=head_bytes)
+        tail = api.read_namespaced_pod_log(meta["name"], meta["namespace"], container=container,
+                                           tail_lines=tail_lines)
     except ApiException as err:
-        if err.status in (400, 404):  # 400: container still waiting to start
+        if err.status in (400, 404):  # 400: the container is still waiting to start
             return None
         raise
+    head = head.rsplit("\n", 1)[0] if len(head) >= head_bytes else head  # drop a line cut in half
+    return head + "\n" + tail
 
 
 def custom_api(client):

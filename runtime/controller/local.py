@@ -72,7 +72,8 @@ def inference_commands(resolved: Resolved, workdir: Path, engine: str, port: int
     return commands, env
 
 
-def tuning_commands(resolved: Resolved, workdir: Path) -> list[list[str]]:
+def tuning_commands(resolved: Resolved, workdir: Path) -> tuple[list[list[str]], dict[str, str]]:
+    """(commands to run in order, extra environment) for a tuning Workspace."""
     ws, preset = resolved.workspace, resolved.preset
     tuning = ws.tuning
     data_dir = _host_path(tuning.input.volume_source) or workdir / "data"
@@ -106,7 +107,8 @@ def tuning_commands(resolved: Resolved, workdir: Path) -> list[list[str]]:
                      str(config_file), "--data", str(data_dir), "--output-dir", str(results_dir)])
     if tuning.output.image:
         commands.append([*_kaito(), "adapter", "push", "--wait-for", str(results_dir), tuning.output.image])
-    return commands
+    # The trainer keeps outputs under /mnt in a pod; here the results folder is the root it may write to.
+    return commands, {"KAITO_OUTPUT_ROOT": str(results_dir)}
 
 
 def _call(command: list[str], env: dict[str, str]) -> int:
@@ -143,10 +145,10 @@ def run(resolved: Resolved, *, engine: str = "process", port: int = 5000, image:
     if resolved.workspace.tuning is not None:
         if engine != "process":
             raise CommandError("--engine podman/docker runs inference workspaces; tuning runs as a process")
-        commands = tuning_commands(resolved, workdir)
+        commands, extra = tuning_commands(resolved, workdir)
     else:
         commands, extra = inference_commands(resolved, workdir, engine, port, image)
-        env.update(extra)
+    env.update(extra)
     if engine != "process" and shutil.which(engine) is None:
         raise CommandError(f"--engine {engine}: {engine} is not installed")
     try:

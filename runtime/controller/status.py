@@ -6,8 +6,8 @@ returns the new `.status`. Kaito marks InferenceReady True while a pod crash-loo
 pod in CrashLoopBackOff, OOMKilled, ImagePullBackOff and the like makes InferenceReady False with that reason.
 
 Trainer progress: runtime.tuning's trainer prints one JSON event per line on stdout (`{"event": "log", "step":
-12, "loss": 1.9, "epoch": 0.4, ...}`, `train_begin` carries `total`). The operator reads the tail of the trainer
-container's log (pods/log, no extra permission for the trainer, nothing to change in the image) and
+12, "loss": 1.9, "epoch": 0.4, ...}`, `train_begin` carries `total`). The operator reads the start and the tail
+of the trainer container's log (pods/log, no extra permission for the trainer, nothing to change in the image) and
 `training_progress` folds those lines into `status.trainingProgress` {step, total, percent, epoch, loss, event}.
 
 `publish_status` is the only function that writes `.status`; it patches only when something changed.
@@ -195,7 +195,7 @@ def compute_status(ws_obj: dict[str, Any], *, kind: str, workload: dict[str, Any
                    pods: list[dict[str, Any]] | None = None, error: str | None = None,
                    trainer_log: str | None = None, now: str | None = None) -> dict[str, Any]:
     """The Workspace's new `.status`. kind is "inference" or "tuning"; `error` marks an invalid spec;
-    `trainer_log` is the tail of the trainer container's log (tuning progress).
+    `trainer_log` is the start and the tail of the trainer container's log (tuning progress).
 
     Conditions keep their lastTransitionTime while their status does not change, so a status that did not change
     compares equal to the previous one and is not written again.

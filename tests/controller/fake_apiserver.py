@@ -352,9 +352,10 @@ class FakeKubeAPI:
             text = self._logs.get((namespace or "", name, request.query.get("container", "")))
             if text is None:
                 return _status(400, "BadRequest", f'container "{request.query.get("container")}" is waiting to start')
-            tail = request.query.get("tailLines")
+            tail, limit = request.query.get("tailLines"), request.query.get("limitBytes")
             lines = text.splitlines(keepends=True)
-            return web.Response(text="".join(lines[-int(tail):] if tail else lines), content_type="text/plain")
+            text = "".join(lines[-int(tail):] if tail else lines)
+            return web.Response(text=text[:int(limit)] if limit else text, content_type="text/plain")
         if request.method == "GET":
             return web.json_response(self._view(obj, api_version))
         if request.method == "PUT":

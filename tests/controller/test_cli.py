@@ -223,3 +223,30 @@ def test_kaito_controller_command_reconciles(fake_cluster, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.mark.slow
+def test_run_local_tunes_and_its_log_feeds_the_progress(tiny_model_dir, tmp_path):
+    """A tuning Workspace run locally with the real trainer; its stdout is what the operator parses for progress."""
+    import json
+
+    from runtime.controller import status
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    row = {"messages": [{"role": "user", "content": "What is the capital of France?"},
+                        {"role": "assistant", "content": "The capital of France is Paris."}]}
+    (data / "train.jsonl").write_text("\n".join(json.dumps(row) for _ in range(4)) + "\n")
+    ws = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "tune-tiny"},
+          "resource": {"labelSelector": {"matchLabels": {"apps": "tiny"}}},
+          "tuning": {"preset": {"name": "tiny-llama"}, "method": "lora",
+                     "input": {"volumeSource": {"hostPath": {"path": str(data)}}},
+                     "output": {"volumeSource": {"hostPath": {"path": str(out)}}}}}
+    path = tmp_path / "ws.yaml"
+    path.write_text(yaml.safe_dump(ws))
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "run", "-f", str(path), "--local"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "adapter_model.safetensors").exists() and (out / "fine_tuning_completed.txt").exists()
+    progress = status.training_progress(proc.stdout)
+    assert progress["total"] > 0 and progress["step"] == progress["total"] and progress["percent"] == 100.0

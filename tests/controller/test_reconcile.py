@@ -256,16 +256,17 @@ def test_tuning_job_whole_life(cluster):
 
     # The Job controller starts a pod; the kubelet runs it; the trainer prints progress events.
     create_pod(client, "ws-tune-x1", "ws-tune")
-    api.set_log(NS, "ws-tune-x1", "trainer", "\n".join(json.dumps(e) for e in [
-        {"event": "train_begin", "step": 0, "total": 30}, {"event": "log", "step": 12, "loss": 2.25, "epoch": 0.4},
-    ]) + "\n")
+    # Longer than the tail the operator reads: `total` must come from the log's start.
+    events = [{"event": "train_begin", "step": 0, "total": 300}] + [
+        {"event": "log", "step": step, "loss": round(3.0 - step / 100, 2), "epoch": step / 300} for step in range(1, 121)]
+    api.set_log(NS, "ws-tune-x1", "trainer", "\n".join(json.dumps(e) for e in events) + "\n")
     api.write_status("batch", "jobs", NS, "ws-tune", {"active": 1, "startTime": "2026-01-01T00:00:00Z"})
     api.write_status("", "pods", NS, "ws-tune-x1", pod_status(ready=True))
     wait_for("Running", lambda: state(api, "ws-tune") == "Running")
     assert conditions(api, "ws-tune")["JobStarted"] == ("True", "WorkspaceTuningJobStatusStarted")
     progress = wait_for("progress", lambda: api.get("kaito.sh", "workspaces", NS, "ws-tune")["status"].get(
         "trainingProgress"))
-    assert progress == {"event": "log", "step": 12, "total": 30, "loss": 2.25, "epoch": 0.4, "percent": 40.0}
+    assert progress == {"event": "log", "step": 120, "total": 300, "loss": 1.8, "epoch": 0.4, "percent": 40.0}
 
     api.write_status("", "pods", NS, "ws-tune-x1", pod_status(
         phase="Succeeded", terminated={"reason": "Completed", "exitCode": 0}))
