@@ -46,7 +46,7 @@ class ManualPlan:
     """vLLM's own default."""
     max_model_len: int = 2048
     dtype: str = "auto"
-    max_num_seqs: int | None = None
+    data_parallel_size: int = 1
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("vLLM engine sizing (default: one device, or the sizing plan of --instance-type)")
     g.add_argument("--tensor-parallel-size", type=int, help="GPUs per node")
     g.add_argument("--pipeline-parallel-size", type=int, help="nodes (multi-node over Ray)")
+    g.add_argument("--data-parallel-size", type=int, help="engine replicas on one node (small models, several GPUs)")
     g.add_argument("--gpu-memory-utilization", type=float, help="share of GPU memory vLLM may use (default 0.9)")
     g.add_argument("--distributed-executor-backend", choices=["mp", "ray", "uni"], help="vLLM executor")
     g.add_argument("--instance-type", help="size with runtime.sizing's plan for this GPU instance type")
@@ -173,12 +174,14 @@ def _plan(args, settings, preset):
         overrides = {k: v for k, v in {
             "tensor_parallel_size": get("tensor_parallel_size"),
             "pipeline_parallel_size": get("pipeline_parallel_size"),
+            "data_parallel_size": get("data_parallel_size"),
             "gpu_memory_utilization": get("gpu_memory_utilization"),
         }.items() if v is not None}
         return dataclasses.replace(plan, **overrides) if overrides else plan
     return ManualPlan(
         tensor_parallel_size=get("tensor_parallel_size") or 1,
         pipeline_parallel_size=get("pipeline_parallel_size") or 1,
+        data_parallel_size=get("data_parallel_size") or 1,
         gpu_memory_utilization=get("gpu_memory_utilization") or 0.9,
         max_model_len=settings.max_model_len or preset.context_length,
         dtype=settings.dtype or "auto",

@@ -17,6 +17,9 @@ from pathlib import Path
 from presets import Preset
 from runtime.inference.vllm_args import DEFAULT_ADAPTERS_DIR, DEFAULT_WEIGHTS_DIR, EngineArgsError, PlanLike
 
+# --dtype values our server's settings accept; others (fp8, mxfp4: quantized checkpoints) are left to vLLM (auto).
+SERVER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
 RAY_PORT = 6379
 INFERENCE_PORT = 5000
 # Seconds the leader waits for the workers (and a worker for the leader) before the pod fails and restarts.
@@ -51,10 +54,13 @@ def server_command(
         "--tensor-parallel-size", str(tp),
         "--max-model-len", str(int(plan.max_model_len)),
         "--gpu-memory-utilization", str(float(plan.gpu_memory_utilization)),
-        "--dtype", str(plan.dtype),
+        "--dtype", str(plan.dtype) if str(plan.dtype) in SERVER_DTYPES else "auto",
     ]  # fmt: skip
     if pp > 1:
         argv += ["--pipeline-parallel-size", str(pp)]
+    dp = int(getattr(plan, "data_parallel_size", 1) or 1)
+    if dp > 1:
+        argv += ["--data-parallel-size", str(dp)]
     if config_path is not None:
         argv += ["--config", str(config_path)]
     return argv

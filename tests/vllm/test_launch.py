@@ -43,7 +43,30 @@ def test_single_node_command_carries_the_plan():
     assert argv[argv.index("--tensor-parallel-size") + 1] == "4"
     assert argv[argv.index("--port") + 1] == "5000"
     assert argv[argv.index("--config") + 1] == "/mnt/config/inference_config.yaml"
-    assert "--pipeline-parallel-size" not in argv
+    assert "--pipeline-parallel-size" not in argv and "--data-parallel-size" not in argv
+
+
+def test_single_node_command_replicas_and_quantized_dtype():
+    plan = Plan(tensor_parallel_size=1, pipeline_parallel_size=1, dtype="mxfp4")
+    plan.data_parallel_size = 2
+    argv = server_command(presets.get("tiny-llama"), plan)
+    assert argv[argv.index("--data-parallel-size") + 1] == "2"
+    assert argv[argv.index("--dtype") + 1] == "auto"
+
+
+def test_rendered_command_is_accepted_by_the_server_cli(monkeypatch, tiny_model_dir, capsys):
+    """The controller's command, run up to --print-args: our CLI takes every flag it renders."""
+    from runtime.inference.vllm_backend import main
+
+    for key in ("API_KEY", "VLLM_API_KEY", "KAITO_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    plan = Plan(tensor_parallel_size=2, pipeline_parallel_size=1, dtype="fp8")
+    plan.data_parallel_size = 1
+    argv = server_command(presets.get("tiny-llama"), plan, model_path=tiny_model_dir, adapters_dir="/nonexistent")
+    assert main(argv[3:] + ["--print-args"]) == 0
+    engine = capsys.readouterr().out.split()
+    assert engine[engine.index("--tensor-parallel-size") + 1] == "2"
+    assert engine[engine.index("--max-model-len") + 1] == "8192"
 
 
 def test_multinode_refuses_one_node_and_non_distributed_presets():
