@@ -318,3 +318,30 @@ def test_changing_the_plan_swaps_statefulset_and_deployment(cluster):
     wait_for("the StatefulSet to go", lambda: api.get("apps", "statefulsets", NS, "ws-big") is None)
     assert api.get("", "services", NS, "ws-big-headless") is None
     assert "statefulset.kubernetes.io/pod-name" not in api.get("", "services", NS, "ws-big")["spec"]["selector"]
+
+
+def test_everything_the_operator_created_is_strictly_valid(cluster):
+    """What reached the API server (not only what render returns) passes `kubernetes-validate --strict`."""
+    import kubernetes_validate
+
+    api, client = cluster
+    inference = copy.deepcopy(INFERENCE)
+    inference["metadata"]["name"] = "ws-valid"
+    inference["inference"]["adapters"] = [{"source": {"name": "a", "image": "r.example.com/a:1"}}]
+    tuning = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": {"name": "tune-valid", "namespace": NS},
+              "resource": {"labelSelector": {"matchLabels": {"apps": "t"}}},
+              "tuning": {"preset": {"name": "tiny-llama"}, "method": "lora", "input": {"urls": ["https://e.com/d.json"]},
+                         "output": {"image": "r.example.com/o:1", "imagePushSecret": "push"}}}
+    create_workspace(client, inference)
+    create_workspace(client, tuning)
+    wait_children(api, "ws-valid")
+    wait_children(api, "tune-valid", "tuning")
+    seen = 0
+    for group, plural in (("", "configmaps"), ("", "services"), ("apps", "deployments"), ("apps", "statefulsets"),
+                          ("batch", "jobs")):
+        for obj in api.objects(group, plural):
+            if not (obj["metadata"].get("labels") or {}).get("kaito.sh/workspace"):
+                continue
+            kubernetes_validate.validate(obj, "1.37.0", strict=True)
+            seen += 1
+    assert seen >= 5
