@@ -19,10 +19,8 @@ import yaml
 
 from runtime.controller.spec import (
     ANNOTATION_ENABLE_LB,
-    GROUP,
     KIND,
     LABEL_WORKSPACE,
-    STORAGE_VERSION,
     FitReport,
     Workspace,
     runtime_of,
@@ -83,7 +81,7 @@ def owner_references(ws: Workspace) -> list[dict[str, Any]]:
     """The Workspace owns every child, so Kubernetes' garbage collector deletes them with it."""
     if not ws.metadata.uid:  # rendering a file: there is no object to own the children yet
         return []
-    return [{"apiVersion": f"{GROUP}/{STORAGE_VERSION}" if not ws.api_version else ws.api_version, "kind": KIND,
+    return [{"apiVersion": ws.api_version, "kind": KIND,
              "name": ws.name, "uid": ws.metadata.uid, "controller": True, "blockOwnerDeletion": True}]
 
 
