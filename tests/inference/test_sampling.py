@@ -1,9 +1,12 @@
 """The per-request sampler (runtime/inference/backends/sampling.py) on real tensors: greedy rows untouched,
 seeds reproducible, top-k and top-p respected."""
 
+import pytest
 import torch
 
 from runtime.inference.backends.sampling import RequestSampler
+
+pytestmark = pytest.mark.slow  # imports transformers (~5 s); the logic itself takes milliseconds
 
 
 def draw(sampler, scores, slots):
