@@ -297,7 +297,10 @@ class TransformersBackend:
             import tempfile
 
             dest = Path(tempfile.mkdtemp(prefix=f"adapter-{name}-"))
-            local = Path(await asyncio.to_thread(oci.pull, path[len("oci://"):], dest))
+            try:
+                local = Path(await asyncio.to_thread(oci.pull, path, dest))
+            except Exception as err:  # registry, auth or digest errors: the caller's reference is at fault
+                raise BadRequest(f"lora_path: pulling {path} failed: {err}", param="lora_path") from None
         else:
             local = Path(path)
         missing = [f for f in ADAPTER_FILES if not (local / f).is_file()]
