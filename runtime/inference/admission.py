@@ -6,9 +6,10 @@ work, so an overloaded server answers 429 at once instead of queueing without bo
 
 from __future__ import annotations
 
+import json
 from contextlib import asynccontextmanager
 
-from runtime.inference.errors import Overloaded
+from runtime.inference.errors import Overloaded, error_body
 
 
 class Admission:
@@ -35,3 +36,34 @@ class Admission:
             yield
         finally:
             self.in_system -= count
+
+
+GENERATION_PATHS = frozenset({"/chat", "/v1/chat/completions", "/v1/completions"})
+
+
+class AdmissionMiddleware:
+    """The same bound for an app whose routes we do not own (vLLM's OpenAI app): each POST to `paths` holds one
+    place for its whole response, streaming included; past capacity it answers 429 + Retry-After at once.
+
+        app.add_middleware(AdmissionMiddleware, admission=Admission(max_num_seqs, max_queued))
+
+    Our own app does not use it: its routes take places themselves (n choices hold n places).
+    """
+
+    def __init__(self, app, admission: Admission, paths: frozenset[str] = GENERATION_PATHS) -> None:
+        self.app = app
+        self.admission = admission
+        self.paths = paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in self.paths:
+            return await self.app(scope, receive, send)
+        try:
+            async with self.admission.slot():
+                return await self.app(scope, receive, send)
+        except Overloaded as err:
+            body = json.dumps(error_body(err.message, err.error_type, None, err.code)).encode()
+            headers = [(b"content-type", b"application/json")]
+            headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+            await send({"type": "http.response.start", "status": 429, "headers": headers})
+            await send({"type": "http.response.body", "body": body})

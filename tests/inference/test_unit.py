@@ -196,6 +196,34 @@ def test_api_key_middleware(fake):
         assert c.get("/health").status_code == 200 and c.get("/metrics").status_code == 200
 
 
+def test_admission_middleware_on_a_foreign_app():
+    import asyncio as aio
+
+    from fastapi import FastAPI
+
+    from runtime.inference.admission import Admission, AdmissionMiddleware
+
+    app = FastAPI()
+    admission = Admission(max_running=1, max_queued=0, retry_after_s=2)
+    app.add_middleware(AdmissionMiddleware, admission=admission)
+
+    @app.post("/v1/completions")
+    async def completions():
+        return {"ok": True}
+
+    with TestClient(app) as c:
+        assert c.post("/v1/completions").json() == {"ok": True}
+
+        async def while_busy():
+            async with admission.slot():
+                return c.post("/v1/completions")
+
+        r = aio.run(while_busy())
+        assert r.status_code == 429 and r.headers["retry-after"] == "2" and r.json()["error"]["code"] == (
+            "rate_limit_exceeded")
+        assert admission.in_system == 0
+
+
 # --- adapter scheduler ---
 
 
