@@ -61,7 +61,11 @@ def serve(args: argparse.Namespace) -> int:
     except SettingsError as err:
         raise CommandError(str(err)) from None
     if settings.runtime == "vllm":
-        raise CommandError("runtime: vllm is served by its own entry point (runtime.inference.vllm_launch)")
+        try:
+            from runtime.inference import vllm_backend
+        except ImportError as err:
+            raise CommandError(f"runtime: vllm is not available here ({err})") from None
+        return vllm_backend.serve_namespace(args)
     return run_server(settings)
 
 
