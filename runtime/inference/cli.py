@@ -60,6 +60,12 @@ def serve(args: argparse.Namespace) -> int:
         settings = resolve_settings(flags, config_file=args.config)
     except SettingsError as err:
         raise CommandError(str(err)) from None
+    import presets
+
+    try:
+        presets.get(settings.preset)
+    except presets.UnknownPreset as err:
+        raise CommandError(f"preset: {err}") from None
     if settings.runtime == "vllm":
         try:
             from runtime.inference import vllm_backend

@@ -251,3 +251,16 @@ def test_adapter_scheduler_serves_models_in_turns():
     order = asyncio.run(scenario())
     assert order == [("in", "base", "base"), ("in", "lora", "lora"), ("in", "base", "base")]
     assert switches == ["lora", "base"]
+
+
+def test_cli_rejects_bad_preset_and_settings_before_loading():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "runtime.inference", "no-such-preset"], capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown preset 'no-such-preset'" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "runtime.inference", "--port", "0x"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--port" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "runtime.inference", "tiny-llama", "--max-batch-size", "0"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "max_batch_size" in r.stderr
