@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 
 from runtime.cli import main
 from runtime.controller import cli as controller_cli
 from runtime.controller import kube
+from tests.controller.strict import validate_strict
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -34,7 +34,7 @@ def test_render_prints_valid_manifests(capsys):
     assert [d["kind"] for d in docs] == ["ConfigMap", "Job"]
     for doc in docs:
         assert doc["metadata"]["namespace"] == "team-a"
-        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+        validate_strict(doc)
 
 
 def test_render_reports_field_paths(tmp_path, capsys):
@@ -179,7 +179,7 @@ def deploy_docs(name: str) -> list[dict]:
 @pytest.mark.parametrize("name", ["crd-workspace.yaml", "rbac.yaml", "controller.yaml"])
 def test_deploy_manifests_are_strictly_valid(name):
     for doc in deploy_docs(name):
-        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+        validate_strict(doc)
 
 
 def test_crd_serves_both_versions_and_accepts_every_example():

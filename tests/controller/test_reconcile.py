@@ -322,7 +322,7 @@ def test_changing_the_plan_swaps_statefulset_and_deployment(cluster):
 
 def test_everything_the_operator_created_is_strictly_valid(cluster):
     """What reached the API server (not only what render returns) passes `kubernetes-validate --strict`."""
-    import kubernetes_validate
+    from tests.controller.strict import validate_strict
 
     api, client = cluster
     inference = copy.deepcopy(INFERENCE)
@@ -342,6 +342,6 @@ def test_everything_the_operator_created_is_strictly_valid(cluster):
         for obj in api.objects(group, plural):
             if not (obj["metadata"].get("labels") or {}).get("kaito.sh/workspace"):
                 continue
-            kubernetes_validate.validate(obj, "1.37.0", strict=True)
+            validate_strict(obj)
             seen += 1
     assert seen >= 5

@@ -13,29 +13,19 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
-import kubernetes_validate
 import pytest
 import yaml
 
 import presets
 from runtime.controller import render, spec
+from tests.controller.strict import validate_strict
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
 EXAMPLES = ROOT / "examples"
 UPDATE = os.environ.get("KAITO_UPDATE_GOLDEN") == "1"
-K8S_VERSION = "1.37.0"
 UID = "00000000-0000-4000-8000-000000000001"
 SETTINGS = render.RenderSettings()  # the default registry, whatever the environment says
-
-
-def validate_strict(manifests: list[dict]) -> None:
-    for manifest in manifests:
-        try:
-            kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as err:
-            raise AssertionError(f"{manifest['kind']} {manifest['metadata']['name']}: {err.message} at "
-                                 f"{'.'.join(str(p) for p in err.path)}") from None
 
 
 def workspace(name: str, section: dict, instance_type: str | None, count: int = 1, api="kaito.sh/v1beta1") -> dict:
@@ -285,3 +275,11 @@ def test_rendering_is_pure_and_stable():
 def test_local_preset_requests_no_gpu():
     pod = by_kind(rendered(CASES["preset-tiny-llama-inference"]))["Deployment/ws-tiny-llama"]["spec"]["template"]["spec"]
     assert "resources" not in pod["containers"][0] and "tolerations" not in pod
+
+
+def test_strict_validation_catches_a_misspelt_field():
+    manifests = rendered(CASES["preset-tiny-llama-inference"])
+    deploy = next(m for m in manifests if m["kind"] == "Deployment")
+    deploy["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"httpGet": {"path": "/health", "port": 5000}}
+    with pytest.raises(AssertionError, match="readinesProbe"):
+        validate_strict(deploy)
