@@ -52,9 +52,19 @@ def refresh_status(obj: dict) -> dict:
         newest = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
         trainer_log = kube.container_log_excerpt(client, newest, render.TRAINER_CONTAINER)
     new = status.compute_status(obj, kind=kind, workload=workload, pods=pods, trainer_log=trainer_log)
-    status.publish_status(kube.custom_api(client), obj, new, group=spec.GROUP, version=spec.STORAGE_VERSION,
-                          plural=spec.PLURAL)
+    if status.publish_status(kube.custom_api(client), obj, new, group=spec.GROUP, version=spec.STORAGE_VERSION,
+                             plural=spec.PLURAL):
+        _post_events(obj, status.changed_conditions(obj.get("status"), new))
     return new
+
+
+def _post_events(obj: dict, changed: list[dict]) -> None:
+    """One Kubernetes Event per condition that changed (`kubectl describe workspace` shows the history)."""
+    for cond in changed:
+        healthy = cond["status"] == "True" or cond["reason"] in ("PodsPending", "Pending", "Running",
+                                                                  "InferenceNotReady", "NotReady", "WorkloadMissing")
+        message = f"{cond['type']} is {cond['status']}" + (f": {cond['message']}" if cond.get("message") else "")
+        kopf.event(obj, type="Normal" if healthy else "Warning", reason=cond["reason"], message=message)
 
 
 @kopf.on.resume(spec.GROUP, spec.STORAGE_VERSION, spec.PLURAL)

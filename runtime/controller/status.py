@@ -234,6 +234,12 @@ def condition_status(ws_obj: dict[str, Any], type_: str) -> str:
     return ""
 
 
+def changed_conditions(old_status: dict[str, Any] | None, new_status: dict[str, Any]) -> list[dict[str, Any]]:
+    """The conditions of `new_status` whose status or reason differs from `old_status` (events are posted for these)."""
+    old = {c.get("type"): (c.get("status"), c.get("reason")) for c in (old_status or {}).get("conditions") or []}
+    return [c for c in new_status.get("conditions", []) if old.get(c["type"]) != (c["status"], c["reason"])]
+
+
 def _comparable(status: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (status or {}).items() if not k.startswith("kopf")}
 

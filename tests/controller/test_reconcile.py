@@ -173,6 +173,13 @@ def test_inference_children_status_and_crashloop(cluster):
         waiting={"reason": "CrashLoopBackOff"}, last_terminated={"reason": "OOMKilled", "exitCode": 137}))
     wait_for("OOMKilled", lambda: conditions(api, "ws-phi").get("InferenceReady") == ("False", "OOMKilled"))
 
+    # Each change was also posted as an Event on the Workspace (what `kubectl describe workspace` lists).
+    def events():
+        return {(e["type"], e["reason"]) for e in api.objects("", "events")
+                if e.get("involvedObject", {}).get("name") == "ws-phi"}
+    wait_for("the events", lambda: {("Warning", "CrashLoopBackOff"), ("Warning", "OOMKilled"),
+                                    ("Normal", "WorkspaceInferenceStatusSuccess")} <= events())
+
 
 def test_reconcile_is_idempotent_and_follows_spec_changes(cluster):
     import kubernetes.client

@@ -150,3 +150,13 @@ def test_publish_status_writes_only_changes():
     assert status.publish_status(CustomApi(), {**WS, "status": old}, st, group="kaito.sh", version="v1beta1",
                                  plural="workspaces") is True
     assert calls[0][-1]["status"]["trainingProgress"] is None  # merge-patch removes the stale field
+
+
+def test_changed_conditions_drive_events():
+    ready = status.compute_status(WS, kind="inference", workload=DEPLOYMENT, pods=[pod(ready=True)], now="T1")
+    assert status.changed_conditions(ready, ready) == []
+    crashing = status.compute_status({**WS, "status": ready}, kind="inference", workload=DEPLOYMENT,
+                                     pods=[pod(container_state={"waiting": {"reason": "CrashLoopBackOff"}})], now="T2")
+    changed = {c["type"]: c["reason"] for c in status.changed_conditions(ready, crashing)}
+    assert changed == {"InferenceReady": "CrashLoopBackOff", "WorkspaceSucceeded": "CrashLoopBackOff",
+                       "WorkspaceReady": "NotReady"}
