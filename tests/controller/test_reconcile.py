@@ -244,6 +244,13 @@ def test_invalid_workspace_is_reported_in_status(cluster):
     assert "tuning.method" in message and "tuning.output.imagePushSecret" in message
     assert api.get("batch", "jobs", NS, "ws-bad") is None
 
+    # Fixing the spec reconciles it: the permanent failure was for that spec only.
+    kube.custom_api(client).patch_namespaced_custom_object("kaito.sh", "v1beta1", NS, "workspaces", "ws-bad", {
+        "tuning": {"method": "lora", "output": {"imagePushSecret": "push"}}})
+    wait_for("the Job", lambda: api.get("batch", "jobs", NS, "ws-bad"))
+    wait_for("state Pending", lambda: state(api, "ws-bad") == "Pending")
+    assert "InvalidSpec" not in {reason for _, reason in conditions(api, "ws-bad").values()}
+
 
 def test_tuning_job_whole_life(cluster):
     api, client = cluster
