@@ -20,9 +20,8 @@ class Admission:
         self.in_system = 0
         self._on_reject = on_reject
 
-    @asynccontextmanager
-    async def slot(self, count: int = 1):
-        """Hold `count` places (n choices use n) for the duration of a request, or raise Overloaded."""
+    def acquire(self, count: int = 1) -> Ticket:
+        """Take `count` places (n choices use n) or raise Overloaded; give them back with `ticket.release()`."""
         if self.in_system + count > self.capacity:
             if self._on_reject:
                 self._on_reject()
@@ -32,10 +31,29 @@ class Admission:
                 retry_after_s=self.retry_after_s,
             )
         self.in_system += count
+        return Ticket(self, count)
+
+    @asynccontextmanager
+    async def slot(self, count: int = 1):
+        """Hold `count` places for the duration of the block, or raise Overloaded."""
+        ticket = self.acquire(count)
         try:
             yield
         finally:
-            self.in_system -= count
+            ticket.release()
+
+
+class Ticket:
+    """Places held in an Admission; release() is idempotent (streams release from several paths)."""
+
+    def __init__(self, admission: Admission, count: int) -> None:
+        self._admission = admission
+        self._count = count
+
+    def release(self) -> None:
+        if self._count:
+            self._admission.in_system -= self._count
+            self._count = 0
 
 
 GENERATION_PATHS = frozenset({"/chat", "/v1/chat/completions", "/v1/completions"})

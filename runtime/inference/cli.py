@@ -95,12 +95,13 @@ def run_server(settings) -> int:
     shown_host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
     base = f"http://{shown_host}:{settings.port}"
     auth = " -H 'Authorization: Bearer $KAITO_API_KEY'" if settings.api_key else ""
+    question = '[{"role": "user", "content": "What is the capital of France?"}]'
     print(f"Serving {settings.resolved_name()} on {base} (loading the model; /health turns 200 when ready).\n"
-          f"Try:\n  curl -s {base}/chat -H 'Content-Type: application/json'{auth} "
-          "-d '{\"prompt\": \"What is the capital of France?\", \"return_full_text\": false}'\n"
+          f"Try:\n  curl -s {base}/chat{auth} -d '{{\"messages\": {question}, "
+          "\"generate_kwargs\": {\"do_sample\": false}}'\n"
           f"  curl -s {base}/v1/chat/completions -H 'Content-Type: application/json'{auth} "
-          f"-d '{{\"model\": \"{settings.resolved_name()}\", \"messages\": [{{\"role\": \"user\", "
-          "\"content\": \"What is the capital of France?\"}]}'", flush=True)
+          f"-d '{{\"model\": \"{settings.resolved_name()}\", \"temperature\": 0, \"messages\": {question}}}'",
+          flush=True)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False,
                             timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)

@@ -6,6 +6,8 @@ import json
 import logging
 import time
 import uuid
+import weakref
+from contextlib import aclosing
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
@@ -123,22 +125,25 @@ def openai_router(serving: Serving) -> APIRouter:
 
 
 async def _stream_response(serving: Serving, jobs: list[Job], chunks) -> StreamingResponse:
-    # Take the admission places now, so an overloaded server answers 429 before the stream starts; they are held
-    # until the stream ends (or the client goes away, which cancels the generation).
-    slot = serving.admission.slot(len(jobs))
-    await slot.__aenter__()
+    # Take the admission places now, so an overloaded server answers 429 before the stream starts. They are given
+    # back when the stream ends, fails or is closed, or (if the client left before the body ever started, so the
+    # generator never ran) when the generator is garbage-collected.
+    ticket = serving.admission.acquire(len(jobs))
 
     async def body():
         try:
-            async for piece in chunks(serving):
-                yield piece
+            async with aclosing(chunks(serving)) as pieces:
+                async for piece in pieces:
+                    yield piece
         except Exception as err:  # headers are sent: report in the stream, as OpenAI does
             log.exception("stream failed")
             yield _sse({"error": {"message": str(err), "type": "server_error", "param": None, "code": None}})
         finally:
-            await slot.__aexit__(None, None, None)
+            ticket.release()
 
-    return StreamingResponse(body(), media_type="text/event-stream",
+    stream = body()
+    weakref.finalize(stream, ticket.release)
+    return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

@@ -176,6 +176,9 @@ class TransformersBackend:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust, **extra)
         if s.chat_template:
             tokenizer.chat_template = _read_template(s.chat_template)
+        elif preset.chat_template:  # the preset's own template file (presets/chat_templates/)
+            tokenizer.chat_template = (Path(presets.__file__).parent / "chat_templates" / preset.chat_template
+                                       ).read_text()
         kwargs: dict = {"trust_remote_code": trust, "attn_implementation": "sdpa", **extra}
         dtype = "auto" if dtype_name == "auto" else getattr(torch, dtype_name)
         if s.quantization == "bnb-4bit":
