@@ -41,6 +41,10 @@ def refresh_status(obj: dict) -> dict:
     meta = obj["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
     kind = _kind(obj)
+    try:
+        spec.resolve(obj)  # an invalid spec stays reported, whatever its old children do
+    except spec.WorkspaceInvalid as err:
+        return _publish(client, obj, status.compute_status(obj, kind=kind, error=str(err)))
     if kind == "tuning":
         workload = kube.read(client, "batch/v1", "Job", name, namespace)
     else:
@@ -51,7 +55,11 @@ def refresh_status(obj: dict) -> dict:
     if kind == "tuning" and pods:
         newest = max(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
         trainer_log = kube.container_log_excerpt(client, newest, render.TRAINER_CONTAINER)
-    new = status.compute_status(obj, kind=kind, workload=workload, pods=pods, trainer_log=trainer_log)
+    return _publish(client, obj, status.compute_status(obj, kind=kind, workload=workload, pods=pods,
+                                                       trainer_log=trainer_log))
+
+
+def _publish(client, obj: dict, new: dict) -> dict:
     if status.publish_status(kube.custom_api(client), obj, new, group=spec.GROUP, version=spec.STORAGE_VERSION,
                              plural=spec.PLURAL):
         _post_events(obj, status.changed_conditions(obj.get("status"), new))
@@ -76,9 +84,7 @@ def reconcile(body, logger, **_) -> None:
     try:
         resolved = spec.resolve(obj)
     except spec.WorkspaceInvalid as err:
-        new = status.compute_status(obj, kind=_kind(obj), error=str(err))
-        status.publish_status(kube.custom_api(client), obj, new, group=spec.GROUP, version=spec.STORAGE_VERSION,
-                              plural=spec.PLURAL)
+        refresh_status(obj)  # reports the problems in the status
         raise kopf.PermanentError(str(err)) from None
     for warning in resolved.fit.warnings:
         logger.warning(warning)

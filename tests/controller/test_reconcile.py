@@ -251,6 +251,16 @@ def test_invalid_workspace_is_reported_in_status(cluster):
     wait_for("state Pending", lambda: state(api, "ws-bad") == "Pending")
     assert "InvalidSpec" not in {reason for _, reason in conditions(api, "ws-bad").values()}
 
+    # Broken again while its Job's pod runs: pod events must not paper over the invalid spec.
+    kube.custom_api(client).patch_namespaced_custom_object("kaito.sh", "v1beta1", NS, "workspaces", "ws-bad", {
+        "tuning": {"method": "sft"}})
+    wait_for("status Failed again", lambda: state(api, "ws-bad") == "Failed")
+    create_pod(client, "ws-bad-pod", "ws-bad")
+    api.write_status("", "pods", NS, "ws-bad-pod", pod_status(ready=True))
+    time.sleep(1.0)  # let the pod events be handled
+    assert state(api, "ws-bad") == "Failed"
+    assert conditions(api, "ws-bad")["WorkspaceSucceeded"] == ("False", "InvalidSpec")
+
 
 def test_tuning_job_whole_life(cluster):
     api, client = cluster
