@@ -66,6 +66,9 @@ def inference_commands(resolved: Resolved, workdir: Path, engine: str, port: int
                 "-v", f"{adapters_dir}:{render.ADAPTERS_DIR}", "-v", f"{config_dir}:{render.CONFIG_DIR}"]
         if engine == "podman":
             run += ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
+        if render.gpus_per_pod(ws, preset, resolved.fit, settings):
+            # docker: nvidia-container-toolkit; podman: the CDI spec that toolkit generates.
+            run += ["--gpus", "all"] if engine == "docker" else ["--device", "nvidia.com/gpu=all"]
         for key, value in env.items():
             run += ["-e", f"{key}={value}"]
         commands.append([*run, ref, "kaito", "serve", *serve])
@@ -149,7 +152,7 @@ def run(resolved: Resolved, *, engine: str = "process", port: int = 5000, image:
     else:
         commands, extra = inference_commands(resolved, workdir, engine, port, image)
     env.update(extra)
-    if engine != "process" and shutil.which(engine) is None:
+    if engine != "process" and not dry_run and shutil.which(engine) is None:
         raise CommandError(f"--engine {engine}: {engine} is not installed")
     try:
         for command in commands:

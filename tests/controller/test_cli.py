@@ -141,13 +141,16 @@ def test_run_local_dry_run_prints_the_pod_commands(capsys):
     assert " adapter push --wait-for " in steps[2] and steps[2].endswith("ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1")
 
 
-def test_run_local_with_podman_dry_run(capsys):
-    assert main(["run", "-f", str(TINY), "--local", "--engine", "podman", "--dry-run"]) in (0, 2)
-    out = capsys.readouterr()
-    if "not installed" in out.err:
-        pytest.skip("podman is not installed")
-    assert "podman --runtime runc run --rm -p 5000:5000" in out.err
-    assert "mcr.microsoft.com/aks/kaito/kaito-tiny-llama:0.1.0 kaito serve tiny-llama" in out.err
+def test_run_local_with_an_engine_dry_run(capsys):
+    assert main(["run", "-f", str(TINY), "--local", "--engine", "podman", "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "podman --runtime runc run --rm -p 5000:5000" in err
+    assert "mcr.microsoft.com/aks/kaito/kaito-tiny-llama:0.1.0 kaito serve tiny-llama" in err
+    assert "nvidia.com/gpu" not in err  # a CPU preset
+    phi = EXAMPLES / "inference" / "kaito_workspace_phi_4_mini.yaml"
+    assert main(["run", "-f", str(phi), "--local", "--engine", "docker", "--dry-run", "--image", "local/phi:dev"]) == 0
+    err = capsys.readouterr().err
+    assert "docker run --rm -p 5000:5000" in err and "--gpus all local/phi:dev kaito serve phi-4-mini-instruct" in err
 
 
 @pytest.mark.slow
