@@ -153,9 +153,13 @@ def test_pushed_images_are_complete(builder, built, registry):
 
 def test_adapter_image_round_trip(builder, registry, france_adapter, tmp_path):
     from runtime.adapters import oci
+    from runtime.cli import main
 
     ref = registry.ref("adapters/france", "v1")
-    build.build_adapter_image(france_adapter, ref, builder, preset="tiny-llama", push=True, tls_verify=False)
+    storage = ["--storage-root", str(builder.options.root), "--storage-driver", builder.options.storage_driver,
+               "--isolation", builder.options.isolation]
+    assert main(["images", "adapter", str(france_adapter), ref, "--preset", "tiny-llama", "--builder", "buildah",
+                 *storage, "--push", "--no-tls-verify"]) == 0
     try:
         manifest = _skopeo_inspect(ref, "--raw")
         assert len(manifest["layers"]) == 1  # FROM scratch + one COPY: only the adapter files
