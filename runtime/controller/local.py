@@ -90,7 +90,11 @@ def tuning_commands(resolved: Resolved, workdir: Path) -> tuple[list[list[str]],
             name = url.split("?")[0].split("#")[0].rsplit("/", 1)[-1]
             commands.append(["curl", "-sSfL", "--retry", "2", "-o", str(data_dir / name), url])
     elif tuning.input.image:
-        commands.append([*_kaito(), "adapter", "pull", tuning.input.image, "--to", str(data_dir)])
+        from runtime.cli import CommandError
+
+        # In a pod the dataset image's own shell copies its /data (render.py); nothing here unpacks a whole image.
+        raise CommandError("tuning.input.image: dataset images cannot be used with --local; use urls or a "
+                           "hostPath volumeSource")
     elif tuning.input.volume_source is not None and _host_path(tuning.input.volume_source) is None:
         from runtime.cli import CommandError
 

@@ -253,3 +253,15 @@ def test_run_local_tunes_and_its_log_feeds_the_progress(tiny_model_dir, tmp_path
     assert (out / "adapter_model.safetensors").exists() and (out / "fine_tuning_completed.txt").exists()
     progress = status.training_progress(proc.stdout)
     assert progress["total"] > 0 and progress["step"] == progress["total"] and progress["percent"] == 100.0
+
+
+def test_run_local_refuses_what_it_cannot_reproduce(tmp_path, capsys):
+    ws = yaml.safe_load((EXAMPLES / "fine-tuning" / "kaito_workspace_tuning_phi_3_with_pvc_volume.yaml").read_text())
+    path = tmp_path / "pvc.yaml"
+    path.write_text(yaml.safe_dump(ws))
+    assert main(["run", "-f", str(path), "--local", "--dry-run"]) == 2
+    assert "tuning.input.volumeSource: only hostPath volumes" in capsys.readouterr().err
+    ws["tuning"]["input"] = {"image": "r.example.com/data:1"}
+    path.write_text(yaml.safe_dump(ws))
+    assert main(["run", "-f", str(path), "--local", "--dry-run"]) == 2
+    assert "tuning.input.image" in capsys.readouterr().err
