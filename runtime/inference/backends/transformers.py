@@ -184,8 +184,8 @@ class TransformersBackend:
         if s.quantization == "bnb-4bit":
             from transformers import BitsAndBytesConfig
 
-            compute = torch.bfloat16 if dtype in ("auto", torch.float32) and device == "cpu" else dtype
-            compute = torch.bfloat16 if compute == "auto" else compute
+            # NF4 weights compute in a 16-bit dtype: the one asked for, else bfloat16 (what QLoRA trains with).
+            compute = dtype if dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute
             )
