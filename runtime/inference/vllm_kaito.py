@@ -71,6 +71,19 @@ class AdmissionMiddleware:
             await slot.__aexit__(None, None, None)
 
 
+class OnlyOnPaths:
+    """Apply an ASGI middleware to some paths only (the rest of vLLM's routes see requests untouched)."""
+
+    def __init__(self, app, middleware, paths: frozenset[str]) -> None:
+        self.app = app
+        self.wrapped = middleware(app)
+        self.paths = paths
+
+    async def __call__(self, scope, receive, send):
+        target = self.wrapped if scope["type"] == "http" and scope.get("path") in self.paths else self.app
+        return await target(scope, receive, send)
+
+
 def _to_front(app: FastAPI, router) -> None:
     """Include `router` and move its routes before vLLM's, so ours win on shared paths (/health, /metrics)."""
     before = len(app.router.routes)
@@ -85,7 +98,7 @@ def attach(app: FastAPI, backend, settings: ServerSettings, max_num_seqs: int, e
     from runtime.inference.api.chat import chat_router
     from runtime.inference.api.openai import adapters_router
     from runtime.inference.api.system import system_router
-    from runtime.inference.auth import ApiKeyMiddleware
+    from runtime.inference.auth import ApiKeyMiddleware, JsonBodyMiddleware
 
     # The gate counts what vLLM batches (its max_num_seqs), not the transformers default.
     settings = settings.model_copy(update={"max_batch_size": max_num_seqs})
@@ -102,5 +115,8 @@ def attach(app: FastAPI, backend, settings: ServerSettings, max_num_seqs: int, e
     # Starlette rebuild it, with ours, on the first request. The last middleware added is the outermost.
     app.middleware_stack = None
     app.add_middleware(AdmissionMiddleware, admission=serving.admission)
+    # Kaito's documented `curl -d '{...}' /chat` sends a form content type; only /chat reads it as JSON (vLLM's
+    # routes keep theirs: multipart uploads must stay multipart).
+    app.add_middleware(OnlyOnPaths, middleware=JsonBodyMiddleware, paths=frozenset({"/chat"}))
     app.add_middleware(ApiKeyMiddleware, api_key=key)
     app.add_middleware(HttpMetricsMiddleware, metrics=serving.metrics)

@@ -37,6 +37,10 @@ def test_kaito_chat_prompt_and_messages(vllm_tiny):
     assert r.status_code == 200 and isinstance(r.json()["Result"], str)
     r = httpx.post(vllm_tiny.url + "/chat", headers=AUTH, json={"generate_kwargs": {}})
     assert r.status_code == 400 and r.json() == {"detail": "Text generation parameter prompt required"}
+    # Kaito's README call: curl -d '{...}' (form content type) still reads as JSON.
+    r = httpx.post(vllm_tiny.url + "/chat", content=b'{"prompt": "a", "generate_kwargs": {"max_new_tokens": 2}}',
+                   headers={**AUTH, "content-type": "application/x-www-form-urlencoded"}, timeout=60)
+    assert r.status_code == 200 and r.json()["Result"].startswith("a")
 
 
 def test_chat_is_greedy_and_matches_the_openai_route(vllm_tiny):
