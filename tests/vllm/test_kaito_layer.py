@@ -1,0 +1,101 @@
+"""Our layer on a vLLM-shaped FastAPI app (runtime/inference/vllm_kaito.py), without vLLM: route order, combined
+metrics, the admission gate on vLLM's routes, API key, JSON bodies on /chat only. The vllm tier checks the same
+against real vLLM; this keeps the wiring covered in the fast tier."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, Gauge
+
+from runtime.inference.backends.base import EngineStats, ModelCard
+from runtime.inference.settings import ServerSettings
+from runtime.inference.vllm_kaito import attach
+
+
+class IdleBackend:
+    """The Backend protocol's read side: enough for health, metrics and /chat's validation."""
+
+    base_name = default_model = "m"
+    max_model_len = 64
+
+    def ready(self) -> bool:
+        return True
+
+    def models(self):
+        return [ModelCard(id="m")]
+
+    def stats(self) -> EngineStats:
+        return EngineStats(running=0, waiting=0)
+
+
+def vllm_like_app(registry) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/health")
+    async def vllm_health():
+        return "vllm-health"
+
+    @app.get("/metrics")
+    async def vllm_metrics():
+        return "vllm-metrics"
+
+    @app.post("/v1/completions")
+    async def completions():
+        return {"ok": True}
+
+    @app.post("/v1/audio/transcriptions")
+    async def upload(request: Request):
+        return {"content_type": request.headers["content-type"]}
+
+    return app
+
+
+@pytest.fixture
+def layered():
+    def make(api_key=None):
+        registry = CollectorRegistry()
+        Gauge("vllm:num_requests_running", "engine gauge", ["model_name"], registry=registry).labels("m").set(3)
+        app = vllm_like_app(registry)
+        settings = ServerSettings(preset="tiny-llama", api_key=api_key, max_queued_requests=1)
+        attach(app, IdleBackend(), settings, max_num_seqs=2, engine_registry=registry)
+        return app, TestClient(app)
+
+    return make
+
+
+def test_our_routes_win_and_metrics_combine_without_duplicates(layered):
+    app, client = layered()
+    assert client.get("/health").json() == {"status": "Healthy"}
+    assert client.post("/v1/completions").json() == {"ok": True}
+    text = client.get("/metrics").text
+    assert 'vllm:num_requests_running{model_name="m"} 3.0' in text  # the engine's figure, not our own gauge
+    assert text.count("# TYPE vllm:num_requests_running gauge") == 1
+    assert 'kaito_http_requests_total{method="POST",path="/v1/completions",status="200"} 1.0' in text
+
+
+def test_admission_gate_covers_vllm_routes(layered):
+    app, client = layered()
+    admission = app.state.serving.admission
+    assert admission.capacity == 3  # vLLM's max_num_seqs (2) + max_queued_requests (1)
+    admission.in_system = admission.capacity
+    r = client.post("/v1/completions")
+    assert r.status_code == 429 and r.headers["retry-after"] == "1"
+    assert r.json()["error"]["code"] == "rate_limit_exceeded"
+    assert client.get("/health").status_code == 200  # probes are never gated
+    admission.in_system = 0
+    assert client.post("/v1/completions").status_code == 200
+    assert "kaito_ratelimit_rejected_total 1.0" in client.get("/metrics").text
+
+
+def test_api_key_and_json_bodies(layered):
+    app, client = layered(api_key="k")
+    assert client.post("/v1/completions").status_code == 401
+    assert client.post("/v1/completions", headers={"Authorization": "Bearer k"}).status_code == 200
+    assert client.get("/health").status_code == 200
+    auth = {"Authorization": "Bearer k", "content-type": "application/x-www-form-urlencoded"}
+    chat = client.post("/chat", content=b"{}", headers=auth)  # curl -d: read as JSON, so Kaito's 400
+    assert chat.status_code == 400 and chat.json() == {"detail": "Text generation parameter prompt required"}
+    files = client.post("/v1/audio/transcriptions", headers={"Authorization": "Bearer k"}, files={"f": b"x"})
+    assert files.json()["content_type"].startswith("multipart/form-data")  # vLLM's routes untouched
