@@ -39,6 +39,7 @@ class ModelConfigSection(_Closed):
     """Folder of the base weights. Local presets ignore it (their weights are built on this machine)."""
     local_files_only: bool = True
     revision: str = "main"
+    """Accepted for compatibility; the adapter's metadata records the preset's pinned revision."""
     trust_remote_code: bool = False
     """Only allowed when the preset needs it."""
     torch_dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
@@ -47,8 +48,11 @@ class ModelConfigSection(_Closed):
     chat_template: str | None = None
     """A Jinja chat template (or a path to one) replacing the tokenizer's own."""
     cache_dir: str | None = None
+    """Accepted for compatibility with Kaito's files; weights are always read from a local folder."""
     force_download: bool = False
+    """Accepted for compatibility (no hub downloads here)."""
     proxies: dict[str, str] | None = None
+    """Accepted for compatibility (no hub downloads here)."""
     token: str | None = Field(default=None, repr=False)
     """Hub token; never logged."""
 
