@@ -1,5 +1,5 @@
 """A QLoRA adapter (trained on the 4-bit NF4 base, as the tuning runtime does) served on a 4-bit base
-(`--quantization bnb-4bit`) and on the plain 16/32-bit base."""
+(`--quantization bnb-4bit`) and on a bfloat16 base."""
 
 import httpx
 import pytest
@@ -62,8 +62,8 @@ def test_qlora_adapter_on_4bit_base(qlora_adapters):
         assert ask(s, "tiny-llama") != FRANCE_ANSWER
 
 
-def test_qlora_adapter_on_full_precision_base(qlora_adapters):
-    with run_server(["tiny-llama", "--adapters-dir", str(qlora_adapters)], model="tiny-llama") as s:
+def test_qlora_adapter_on_16bit_base(qlora_adapters):
+    with run_server(["tiny-llama", "--adapters-dir", str(qlora_adapters), "--dtype", "bfloat16"], model="tiny-llama") as s:
         text = ask(s, "france-q")
         assert text == FRANCE_ANSWER, text
         assert ask(s, "tiny-llama") != FRANCE_ANSWER
