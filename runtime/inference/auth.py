@@ -35,8 +35,8 @@ class ApiKeyMiddleware:
 
 
 class JsonBodyMiddleware:
-    """Treat POST bodies as JSON whatever the Content-Type: Kaito's documented call is `curl -d '{...}'`, which
-    sends application/x-www-form-urlencoded."""
+    """Read form-typed POST bodies as JSON: Kaito's documented call is `curl -d '{...}'`, which sends
+    application/x-www-form-urlencoded."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -45,6 +45,7 @@ class JsonBodyMiddleware:
         if scope["type"] == "http" and scope.get("method") == "POST":
             headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
             given = dict(scope.get("headers") or []).get(b"content-type", b"")
-            if not given.startswith(b"application/json"):
+            # only what `curl -d` sends (or nothing): multipart uploads and other types pass untouched
+            if given == b"" or given.startswith(b"application/x-www-form-urlencoded"):
                 scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
         return await self.app(scope, receive, send)

@@ -175,6 +175,15 @@ def test_kaito_chat_400_messages(fake):
         assert r.json() == {"Result": "hiHello wor"}  # 9 tokens (characters)
 
 
+def test_form_typed_body_is_read_as_json(client):
+    # `curl -d '{...}'` sends application/x-www-form-urlencoded
+    r = client.post("/chat", content=b'{"prompt": "hi", "generate_kwargs": {"max_new_tokens": 2}}',
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200 and r.json() == {"Result": "hiHe"}
+    r = client.post("/chat", content=b'{"prompt": "hi"}', headers={"Content-Type": "text/plain"})
+    assert r.status_code == 400  # other types are not rewritten
+
+
 def test_admission_429_with_retry_after(fake):
     app = build_app(ServerSettings(max_batch_size=1, max_queued_requests=0, retry_after_s=3), backend=fake)
     admission = app.state.serving.admission
