@@ -13,9 +13,12 @@ import httpx
 import pytest
 
 from tests.inference.server import run_server
+from tests.registry import registry_fixture
 from tests.support import FRANCE_ANSWER, FRANCE_QUESTION
 
 pytestmark = pytest.mark.slow
+
+registry = registry_fixture()
 
 QUESTION = [{"role": "user", "content": FRANCE_QUESTION}]
 
@@ -104,3 +107,22 @@ def test_load_rejects_bad_paths(adapter_server, tmp_path):
     assert r.status_code == 400 and r.json()["error"]["param"] == "lora_path"
     r = httpx.post(adapter_server.base_url + "/v1/unload_lora_adapter", json={"lora_name": "never-loaded"})
     assert r.status_code == 404
+
+
+@pytest.mark.registry
+def test_hot_load_from_an_oci_registry(adapter_server, registry, france_adapter):
+    """issue 6's path: an adapter image pushed to a real registry (docker-registry on loopback), hot-loaded by
+    `oci://` reference, served under its name, then unloaded."""
+    from runtime.adapters.oci import push_adapter
+
+    ref = registry.ref("adapters/france", "v1")
+    push_adapter(france_adapter, ref)
+    s = adapter_server
+    r = httpx.post(s.base_url + "/v1/load_lora_adapter", timeout=120,
+                   json={"lora_name": "from-oci", "lora_path": f"oci://{ref}"})
+    assert r.status_code == 200, r.text
+    assert answer(s, "from-oci") == FRANCE_ANSWER
+    missing = httpx.post(s.base_url + "/v1/load_lora_adapter", timeout=120,
+                         json={"lora_name": "nope", "lora_path": f"oci://{registry.ref('adapters/absent', 'v1')}"})
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "lora_path"
+    assert httpx.post(s.base_url + "/v1/unload_lora_adapter", json={"lora_name": "from-oci"}).status_code == 200

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -127,6 +128,7 @@ class TransformersBackend:
         self.model_root = ""
         self._ready = False
         self._adapters: dict[str, str] = {}  # served name -> source path
+        self._pulled: dict[str, Path] = {}  # adapters pulled from a registry -> their temporary folder
         self._peft = None
         self._inflight: dict[str, bool] = {}  # request id -> has produced a token
         self._scheduler: AdapterScheduler | None = None
@@ -303,11 +305,14 @@ class TransformersBackend:
             try:
                 local = Path(await asyncio.to_thread(oci.pull, path, dest))
             except Exception as err:  # registry, auth or digest errors: the caller's reference is at fault
+                shutil.rmtree(dest, ignore_errors=True)
                 raise BadRequest(f"lora_path: pulling {path} failed: {err}", param="lora_path") from None
         else:
-            local = Path(path)
+            dest, local = None, Path(path)
         missing = [f for f in ADAPTER_FILES if not (local / f).is_file()]
         if missing:
+            if dest is not None:
+                shutil.rmtree(dest, ignore_errors=True)
             raise BadRequest(f"lora_path: {local} lacks {', '.join(missing)}", param="lora_path")
 
         def load():
@@ -327,6 +332,8 @@ class TransformersBackend:
         async with self._lock():
             await asyncio.to_thread(load)
             self._adapters[name] = str(path)
+            if dest is not None:
+                self._pulled[name] = dest
         log.info("hot-loaded adapter %s from %s", name, path)
 
     async def unload_adapter(self, name: str) -> None:
@@ -345,6 +352,8 @@ class TransformersBackend:
 
                 await asyncio.to_thread(delete)
                 del self._adapters[name]
+                if name in self._pulled:
+                    shutil.rmtree(self._pulled.pop(name), ignore_errors=True)
                 if self.default_model == name:
                     self.default_model = self.base_name
         finally:
