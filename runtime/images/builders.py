@@ -140,7 +140,8 @@ class Builder:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr)[-4000:]
-            raise BuilderError(f"{cmd[0]} {cmd[len(self.command_prefix())]} failed (exit {proc.returncode}):\n{tail}")
+            verb = cmd[len(self.command_prefix())] if len(cmd) > len(self.command_prefix()) else ""
+            raise BuilderError(f"{cmd[0]} {verb} failed (exit {proc.returncode}):\n{tail}")
         return proc.stdout
 
     def build(self, context: Path, tag: str, **kwargs) -> None:
