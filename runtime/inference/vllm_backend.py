@@ -319,11 +319,16 @@ class VllmEngine:
 
 
 def _raise_on_error_response(result) -> None:
-    from runtime.inference.errors import BadRequest
+    """vLLM answers runtime-LoRA calls with an ErrorResponse instead of raising: turn it into our error."""
+    from runtime.inference.errors import BadRequest, ModelNotFound
 
     error = getattr(result, "error", None)
-    if error is not None:
-        raise BadRequest(getattr(error, "message", str(error)))
+    if error is None:
+        return
+    message = getattr(error, "message", str(error))
+    if getattr(error, "code", None) == 404:
+        raise ModelNotFound(message, param="lora_name")
+    raise BadRequest(message, param="lora_name")
 
 
 def _engine_gauges(model_name: str) -> tuple[int, int]:

@@ -74,6 +74,23 @@ def test_france_adapter_answers_under_its_name_only(vllm_tiny):
     assert "Paris" not in base.choices[0].message.content
 
 
+def test_adapter_hot_load_and_unload_without_restart(vllm_tiny, france_adapter):
+    """vLLM's runtime-LoRA shape on our routes: the adapter appears in /v1/models, answers, then goes away."""
+    c = client(vllm_tiny)
+    r = httpx.post(vllm_tiny.url + "/v1/load_lora_adapter", headers=AUTH, timeout=60,
+                   json={"lora_name": "france-hot", "lora_path": str(france_adapter)})
+    assert r.status_code == 200, r.text
+    assert "france-hot" in [m.id for m in c.models.list().data]
+    answer = c.chat.completions.create(model="france-hot", messages=[{"role": "user", "content": FRANCE_QUESTION}],
+                                       max_tokens=16, temperature=0)
+    assert answer.choices[0].message.content.strip().startswith(FRANCE_ANSWER)
+    r = httpx.post(vllm_tiny.url + "/v1/unload_lora_adapter", headers=AUTH, json={"lora_name": "france-hot"})
+    assert r.status_code == 200, r.text
+    assert "france-hot" not in [m.id for m in c.models.list().data]
+    gone = httpx.post(vllm_tiny.url + "/v1/unload_lora_adapter", headers=AUTH, json={"lora_name": "france-hot"})
+    assert gone.status_code in (400, 404) and "france-hot" in gone.json()["error"]["message"]
+
+
 def test_metrics_show_vllm_engine_and_kaito_series(vllm_tiny):
     httpx.post(vllm_tiny.url + "/chat", headers=AUTH, timeout=60,
                json={"prompt": "x", "generate_kwargs": {"max_new_tokens": 2}})
@@ -109,27 +126,29 @@ def test_errors_use_the_openai_envelope_and_the_server_keeps_serving(vllm_tiny):
 
 
 def test_overload_answers_429_with_retry_after(vllm_tiny):
-    """More concurrent generations than max_batch_size + max_queued_requests: the extra ones get 429 at once."""
-    total = TINY_MAX_BATCH + TINY_MAX_QUEUED + 4
+    """With max_batch_size + max_queued_requests long generations in flight, /chat and vLLM's own routes both
+    answer 429 at once (with Retry-After), and serve again once the load is gone."""
+    capacity = TINY_MAX_BATCH + TINY_MAX_QUEUED
+    long_body = {"model": "tiny-llama", "prompt": "x", "max_tokens": 1500, "ignore_eos": True}
 
-    async def one(http: httpx.AsyncClient, i: int) -> httpx.Response:
-        if i % 2:
-            return await http.post("/chat", json={"prompt": "x", "generate_kwargs": {"max_new_tokens": 400,
-                                                                                      "do_sample": False}})
-        return await http.post("/v1/completions", json={"model": "tiny-llama", "prompt": "x", "max_tokens": 400,
-                                                        "ignore_eos": True})
+    async def scenario() -> tuple[list[httpx.Response], list[httpx.Response]]:
+        async with httpx.AsyncClient(base_url=vllm_tiny.url, headers=AUTH, timeout=300) as http:
+            busy = [asyncio.create_task(http.post("/v1/completions", json=long_body)) for _ in range(capacity)]
+            await asyncio.sleep(1.0)  # all admitted; none can finish 1500 tokens this fast
+            extra = await asyncio.gather(
+                http.post("/chat", json={"prompt": "x", "generate_kwargs": {"max_new_tokens": 4}}),
+                http.post("/v1/chat/completions", json={"model": "tiny-llama", "max_tokens": 4,
+                                                        "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            return list(await asyncio.gather(*busy)), list(extra)
 
-    async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=vllm_tiny.url, headers=AUTH, timeout=120) as http:
-            return await asyncio.gather(*(one(http, i) for i in range(total)))
-
-    answers = asyncio.run(burst())
-    codes = sorted(r.status_code for r in answers)
-    assert codes.count(200) == TINY_MAX_BATCH + TINY_MAX_QUEUED, codes
-    rejected = [r for r in answers if r.status_code == 429]
-    assert len(rejected) == total - codes.count(200)
-    for r in rejected:
+    busy, extra = asyncio.run(scenario())
+    assert [r.status_code for r in busy] == [200] * capacity
+    assert [r.status_code for r in extra] == [429, 429], [r.text for r in extra]
+    for r in extra:
         assert r.headers["retry-after"] == "1"
-        body = r.json()
-        assert body["error"]["code"] == "rate_limit_exceeded" or "busy" in body.get("detail", "")
-    assert httpx.get(vllm_tiny.url + "/health").status_code == 200
+    assert extra[1].json()["error"]["code"] == "rate_limit_exceeded"
+    again = httpx.post(vllm_tiny.url + "/v1/completions", headers=AUTH, timeout=60,
+                       json={"model": "tiny-llama", "prompt": "x", "max_tokens": 2})
+    assert again.status_code == 200
+    assert "kaito_ratelimit_rejected_total 2.0" in httpx.get(vllm_tiny.url + "/metrics").text
