@@ -276,15 +276,19 @@ def _cpu_trainer_class():
     from transformers import Trainer
     from trl import SFTTrainer
 
-    class CpuSFTTrainer(SFTTrainer):
-        """SFTTrainer whose loss is the model's own cross-entropy.
+    from runtime.tuning.loss import chunked_causal_lm_loss, supports_chunked_loss
 
-        TRL computes the loss through a tiled ("fused") LM head that also yields entropy and token accuracy: it
-        saves GPU memory on large vocabularies, but made a CPU step ~55% slower (measured, SmolLM2 QLoRA, 300
-        tokens). On CPU we take transformers' loss (labels already carry TRL's masks and packing boundaries).
+    class CpuSFTTrainer(SFTTrainer):
+        """SFTTrainer with a loss made for CPUs: chunked cross-entropy (runtime.tuning.loss), else the model's own.
+
+        TRL computes the loss through a tiled LM head that also yields entropy and token accuracy: it saves memory
+        on large vocabularies, but made a CPU step ~55% slower (measured, SmolLM2 QLoRA, 300 tokens). Labels
+        already carry TRL's masks and packing boundaries, so any causal-LM loss over them is the same objective.
         """
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not return_outputs and supports_chunked_loss(model):
+                return chunked_causal_lm_loss(model, inputs, num_items_in_batch)
             return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
 
