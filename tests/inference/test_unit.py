@@ -273,3 +273,33 @@ def test_cli_rejects_bad_preset_and_settings_before_loading():
     r = subprocess.run([sys.executable, "-m", "runtime.inference", "tiny-llama", "--max-batch-size", "0"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "max_batch_size" in r.stderr
+
+
+def test_requests_while_the_model_loads_get_503_not_500():
+    """The real transformers backend before its model is loaded: inference routes answer 503, like /health."""
+    import threading
+
+    from runtime.inference.backends.transformers import TransformersBackend
+
+    release = threading.Event()
+
+    class StillLoading(TransformersBackend):
+        def load(self):  # hold the "loading" state until the test is done
+            release.wait(30)
+
+        def close(self):
+            pass
+
+    settings = ServerSettings(preset="tiny-llama")
+    try:
+        with TestClient(build_app(settings, backend=StillLoading(settings))) as c:
+            assert c.get("/health").status_code == 503
+            r = c.post("/chat", json={"prompt": "hi"})
+            assert r.status_code == 503, r.text
+            chat = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}]}
+            r = c.post("/v1/chat/completions", json=chat)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["type"] == "service_unavailable"
+            release.set()
+    finally:
+        release.set()

@@ -389,10 +389,17 @@ class TransformersBackend:
         raise ModelNotFound(f"model {name!r} does not exist; served models: {known}", param="model",
                             code="model_not_found")
 
+    def _require_ready(self) -> None:
+        # Requests can arrive while the model is still loading: answer 503 (like /health), not a 500.
+        if not self.ready():
+            raise ServiceUnavailable("the model is still loading (or the engine stopped); retry when /health is 200")
+
     def encode_prompt(self, prompt: str) -> list[int]:
+        self._require_ready()
         return list(self.tokenizer(prompt)["input_ids"])
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
+        self._require_ready()
         if not self.tokenizer.chat_template:
             raise BadRequest("messages: this model has no chat template; send `prompt` to /v1/completions",
                              param="messages")
