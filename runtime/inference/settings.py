@@ -9,6 +9,7 @@ conventional `API_KEY` and `VLLM_API_KEY`. A YAML config file holds field names 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PRESET = "smollm2-135m-instruct"
 PRESET_IMAGE_WEIGHTS = "/workspace/weights"
@@ -100,6 +103,10 @@ class ServerSettings(BaseModel):
         return self.num_blocks or math.ceil(max_model_len / self.page_size) + 4 * self.max_batch_size
 
 
+# Keys of Kaito's inference_config.yaml that only the vLLM backend reads (kaito-reference.md §2.3).
+KAITO_VLLM_ONLY_KEYS = frozenset({"vllm", "max_probe_steps", "kv_cache_cpu_memory_utilization"})
+
+
 def _normalise_keys(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     known = set(ServerSettings.model_fields)
@@ -135,7 +142,11 @@ def from_config_file(path: str | Path) -> dict[str, Any]:
     data = yaml.safe_load(p.read_text()) or {}
     if not isinstance(data, Mapping):
         raise SettingsError(f"--config: {p} must hold a mapping of setting: value, got {type(data).__name__}")
-    return _normalise_keys(data, f"config file {p}")
+    # Kaito's inference_config.yaml also carries vLLM-only keys: the transformers backend has no use for them.
+    ignored = sorted(k for k in data if str(k).replace("-", "_") in KAITO_VLLM_ONLY_KEYS)
+    if ignored:
+        log.info("config file %s: ignoring vLLM-only keys %s on this backend", p, ", ".join(map(str, ignored)))
+    return _normalise_keys({k: v for k, v in data.items() if k not in ignored}, f"config file {p}")
 
 
 def resolve_settings(

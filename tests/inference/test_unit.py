@@ -303,3 +303,14 @@ def test_requests_while_the_model_loads_get_503_not_500():
             release.set()
     finally:
         release.set()
+
+
+def test_kaito_inference_config_with_vllm_keys_is_accepted(tmp_path):
+    """Kaito's inference_config.yaml shape works on the transformers backend: vLLM-only keys are skipped."""
+    cfg = tmp_path / "inference_config.yaml"
+    cfg.write_text("max_probe_steps: 6\nkv_cache_cpu_memory_utilization: 0.5\nvllm:\n  max-model-len: 1024\n"
+                   "max-queued-requests: 7\n")
+    assert resolve_settings({}, {}, cfg).max_queued_requests == 7
+    cfg.write_text("max-queued-requestz: 7\n")
+    with pytest.raises(SettingsError, match="max-queued-requestz"):
+        resolve_settings({}, {}, cfg)
