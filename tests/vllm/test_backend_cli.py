@@ -51,3 +51,14 @@ def test_bad_config_key_and_unsupported_runtime_fail_clearly(tmp_path, monkeypat
         run(["tiny-llama", "--config", str(cfg)], monkeypatch)
     with pytest.raises(SystemExit, match="unknown preset 'nope'"):
         run(["nope"], monkeypatch)
+
+
+def test_without_vllm_installed_the_error_says_how_to_get_it(monkeypatch, capsys, tiny_model_dir):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    monkeypatch.delenv("API_KEY", raising=False)
+    args = build_parser().parse_args(["tiny-llama", "--model-path", str(tiny_model_dir)])
+    assert serve_namespace(args) == 2
+    assert "vLLM is not installed" in capsys.readouterr().err
