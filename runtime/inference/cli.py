@@ -15,7 +15,7 @@ _FLAGS = (
     ("--port", "port", int, "port (default 5000)"),
     ("--adapters-dir", "adapters_dir", str, "LoRA adapters folder, one sub-folder per adapter (default /mnt/adapter)"),
     ("--api-key", "api_key", str, "require `Authorization: Bearer KEY` (or set KAITO_API_KEY / API_KEY)"),
-    ("--runtime", "runtime", str, "transformers (default) or vllm"),
+    ("--runtime", "runtime", str, "vllm or transformers (default: vllm where the preset prefers it and vLLM is installed)"),
     ("--dtype", "dtype", str, "auto|float32|bfloat16|float16 (default: the preset's)"),
     ("--device", "device", str, "auto|cpu|cuda"),
     ("--quantization", "quantization", str, "bnb-4bit: load the base in 4-bit NF4"),
@@ -66,7 +66,16 @@ def serve(args: argparse.Namespace) -> int:
         presets.get(settings.preset)
     except presets.UnknownPreset as err:
         raise CommandError(f"preset: {err}") from None
-    if settings.runtime == "vllm":
+    runtime = settings.runtime
+    if "runtime" not in settings.model_fields_set:
+        # Nobody chose: vLLM where the preset prefers it and vLLM is installed (Kaito's default), else transformers.
+        from runtime.inference.vllm_select import runtime_for
+
+        try:
+            runtime = runtime_for(None, settings.preset)
+        except ValueError as err:
+            raise CommandError(str(err)) from None
+    if runtime == "vllm":
         try:
             from runtime.inference import vllm_backend
         except ImportError as err:

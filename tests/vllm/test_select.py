@@ -56,3 +56,17 @@ def test_default_follows_the_preset_and_the_installation(monkeypatch):
 def test_local_presets_prefer_transformers():
     # tiny-llama lists transformers first: vLLM only when asked for.
     assert choose_runtime(["tiny-llama"]) == "transformers"
+
+
+def test_kaito_serve_without_runtime_hands_a_vllm_preset_to_vllm(monkeypatch, capsys):
+    """`kaito serve PRESET` with no --runtime goes to the vLLM backend when the preset prefers it and vLLM is
+    installed. In this venv vLLM is absent, so reaching the vLLM import is what proves the choice."""
+    import importlib.util
+
+    from runtime.cli import main
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is importable here: serving would really start")
+    monkeypatch.setattr(vllm_select, "vllm_installed", lambda: True)
+    assert main(["serve", "phi-3-mini-4k-instruct"]) == 2
+    assert "vllm is not available here" in capsys.readouterr().err
