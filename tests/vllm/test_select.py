@@ -60,7 +60,7 @@ def test_local_presets_prefer_transformers():
 
 def test_kaito_serve_without_runtime_hands_a_vllm_preset_to_vllm(monkeypatch, capsys):
     """`kaito serve PRESET` with no --runtime goes to the vLLM backend when the preset prefers it and vLLM is
-    installed. In this venv vLLM is absent, so reaching the vLLM import is what proves the choice."""
+    installed. In this venv vLLM is absent, so reaching the vLLM backend (which says so) proves the choice."""
     import importlib.util
 
     from runtime.cli import main
@@ -69,4 +69,4 @@ def test_kaito_serve_without_runtime_hands_a_vllm_preset_to_vllm(monkeypatch, ca
         pytest.skip("vLLM is importable here: serving would really start")
     monkeypatch.setattr(vllm_select, "vllm_installed", lambda: True)
     assert main(["serve", "phi-3-mini-4k-instruct"]) == 2
-    assert "vllm is not available here" in capsys.readouterr().err
+    assert "runtime vllm: vLLM is not installed" in capsys.readouterr().err
