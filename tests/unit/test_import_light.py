@@ -17,6 +17,8 @@ def _modules_after(code: str) -> set[str]:
 def test_import_presets_does_not_import_torch():
     loaded = _modules_after("import presets; presets.all_presets()")
     assert not {"torch", "transformers", "vllm", "peft"} & loaded
+    # presets are the bottom layer: they import nothing from the runtime.
+    assert not {m for m in loaded if m == "runtime" or m.startswith("runtime.")}
 
 
 def test_cli_parser_does_not_import_torch():
