@@ -359,7 +359,7 @@ def run(opts: TuneOptions) -> int:
     try:
         trainer_class = SFTTrainer if torch.cuda.is_available() else _cpu_trainer_class()
         trainer = trainer_class(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                             processing_class=tokenizer, callbacks=[progress, stop])
+                                processing_class=tokenizer, callbacks=[progress, stop])
         # TRL casts a quantized model's LoRA weights to bf16; peft loads a resumed checkpoint's adapter in float32.
         # Keep them float32 from the start, so a resumed job continues exactly where the killed one stopped.
         for param in trainer.model.parameters():
