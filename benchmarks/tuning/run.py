@@ -109,7 +109,8 @@ def worker_baseline(data: Path, work: Path, args) -> dict:
     torch.manual_seed(42)
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS,
                                              task_type="CAUSAL_LM"))
-    table = datasets.load_dataset("json", data_files=str(data), split="train")
+    # The same order as ours (DatasetConfig.shuffle_seed 42, then the trainer's sampler seed 42): same rows per step.
+    table = datasets.load_dataset("json", data_files=str(data), split="train").shuffle(seed=42)
     table = table.map(lambda r: tok(tok.apply_chat_template(r["messages"], tokenize=False), truncation=True,
                                     max_length=args.max_length, add_special_tokens=False),
                       remove_columns=table.column_names)
