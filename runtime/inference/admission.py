@@ -76,12 +76,17 @@ class AdmissionMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in self.paths:
             return await self.app(scope, receive, send)
+        slot = self.admission.slot()
         try:
-            async with self.admission.slot():
-                return await self.app(scope, receive, send)
-        except Overloaded as err:
+            await slot.__aenter__()
+        except Overloaded as err:  # only the admission itself answers 429; the app's own errors pass through
             body = json.dumps(error_body(err.message, err.error_type, None, err.code)).encode()
             headers = [(b"content-type", b"application/json")]
             headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
             await send({"type": "http.response.start", "status": 429, "headers": headers})
             await send({"type": "http.response.body", "body": body})
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            await slot.__aexit__(None, None, None)

@@ -17,9 +17,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 from prometheus_client import generate_latest
 
-from runtime.inference.admission import Admission
+from runtime.inference.admission import AdmissionMiddleware
 from runtime.inference.app import build_serving
-from runtime.inference.errors import Overloaded, install_error_handlers, openai_error
+from runtime.inference.errors import install_error_handlers
 from runtime.inference.metrics import HttpMetricsMiddleware, ServerMetrics
 from runtime.inference.settings import ServerSettings
 
@@ -46,29 +46,6 @@ class CombinedMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.engine_registry) + generate_latest(self)
-
-
-class AdmissionMiddleware:
-    """Holds an admission slot for the whole of a vLLM inference request (streamed bodies included)."""
-
-    def __init__(self, app, admission: Admission, paths: frozenset[str] = INFERENCE_PATHS) -> None:
-        self.app = app
-        self.admission = admission
-        self.paths = paths
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in self.paths:
-            return await self.app(scope, receive, send)
-        try:
-            slot = self.admission.slot()
-            await slot.__aenter__()
-        except Overloaded as err:
-            response = openai_error(err.status_code, err.message, err.param, err.code, err.headers)
-            return await response(scope, receive, send)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            await slot.__aexit__(None, None, None)
 
 
 class OnlyOnPaths:
@@ -114,7 +91,7 @@ def attach(app: FastAPI, backend, settings: ServerSettings, max_num_seqs: int, e
     # vLLM's set-up has already built the middleware stack once; nothing has been served yet, so drop it and let
     # Starlette rebuild it, with ours, on the first request. The last middleware added is the outermost.
     app.middleware_stack = None
-    app.add_middleware(AdmissionMiddleware, admission=serving.admission)
+    app.add_middleware(AdmissionMiddleware, admission=serving.admission, paths=INFERENCE_PATHS)
     # Kaito's documented `curl -d '{...}' /chat` sends a form content type; only /chat reads it as JSON (vLLM's
     # routes keep theirs: multipart uploads must stay multipart).
     app.add_middleware(OnlyOnPaths, middleware=JsonBodyMiddleware, paths=frozenset({"/chat"}))
