@@ -26,14 +26,14 @@ ISSUE_PRESETS = {
     "deepseek-r1-distill-qwen-14b", "gemma-3-4b-instruct", "gemma-3-27b-instruct", "gpt-oss-20b",
 }
 # Kaito v0.10.0 columns "Dist" and "Tune" (kaito-reference.md §1.3).
-KAITO_DISTRIBUTED = {"llama-3.1-8b-instruct", "llama-3.3-70b-instruct"}
+KAITO_DISTRIBUTED = {"llama-3.1-8b-instruct", "llama-3.3-70b-instruct", "deepseek-r1-0528", "deepseek-v3-0324"}
 KAITO_TUNABLE = {
     "phi-3-mini-4k-instruct", "phi-3-mini-128k-instruct", "phi-3.5-mini-instruct", "phi-3-medium-4k-instruct",
     "phi-3-medium-128k-instruct", "phi-4", "phi-4-mini-instruct", "falcon-7b", "falcon-40b", "mistral-7b",
     "qwen2.5-coder-7b-instruct", "qwen2.5-coder-32b-instruct",
 }
 # vLLM parser names (vllm/entrypoints/openai/tool_parsers, reasoning parsers) that our presets use.
-TOOL_PARSERS = {"hermes", "llama3_json", "mistral", "phi4_mini_json", "openai"}
+TOOL_PARSERS = {"hermes", "llama3_json", "mistral", "phi4_mini_json", "openai", "deepseek_v3"}
 REASONING_PARSERS = {"deepseek_r1", "openai_gptoss"}
 
 
@@ -51,7 +51,10 @@ def test_schema_sanity(name):
     assert p.weight_dtype in DTYPE_BYTES
     assert min(arch.layers, arch.hidden_size, arch.attention_heads, arch.kv_heads, arch.vocab_size) > 0
     assert arch.kv_heads <= arch.attention_heads and arch.attention_heads % arch.kv_heads == 0
-    assert arch.attention == ("mha" if arch.kv_heads == arch.attention_heads else arch.attention)
+    if arch.attention == "mla":  # DeepSeek V3/R1: 128 KV heads in config.json, but the cache is one latent
+        assert arch.kv_lora_rank > 0 and arch.qk_rope_head_dim > 0
+    else:
+        assert arch.attention == ("mha" if arch.kv_heads == arch.attention_heads else arch.attention)
     assert p.parameters_b > 0 and p.weights_gib > 0 and p.context_length >= 2048
     assert p.runtimes and set(p.runtimes) <= {"vllm", "transformers"}
     assert 300 <= p.readiness_timeout_s <= 3 * 3600
@@ -84,7 +87,8 @@ def test_parameters_agree_with_the_weight_files(name):
 
 
 # Kaito's published BytesPerToken where it is not the config.json formula, and how Kaito got its number.
-# Ours is always 2 x kv_heads x head_dim x layers x 2 bytes (vLLM's real KV layout).
+# Ours is 2 x kv_heads x head_dim x layers x 2 bytes (vLLM's real KV layout); for MLA (DeepSeek V3/R1), one
+# compressed latent plus the rotary key per layer: (kv_lora_rank + qk_rope_head_dim) x layers x 2 bytes.
 KAITO_BPT_MISTAKES = {
     "falcon-40b": ("copied falcon-7b's value (1 KV head, 32 layers)", lambda a: 2 * 1 * 64 * 32 * 2),
     "falcon-40b-instruct": ("counted all 128 heads as KV heads (ignored num_kv_heads=8)",
@@ -102,7 +106,10 @@ KAITO_BPT_MISTAKES = {
 def test_kv_bytes_per_token_vs_kaito(name):
     p = presets.get(name)
     a = p.architecture
-    assert p.kv_cache_bytes_per_token == 2 * a.kv_heads * a.effective_head_dim * a.layers * 2
+    if a.attention == "mla":
+        assert p.kv_cache_bytes_per_token == (a.kv_lora_rank + a.qk_rope_head_dim) * a.layers * 2
+    else:
+        assert p.kv_cache_bytes_per_token == 2 * a.kv_heads * a.effective_head_dim * a.layers * 2
     if name in KAITO_BPT_MISTAKES:
         why, kaito_formula = KAITO_BPT_MISTAKES[name]
         assert p.kv_cache_bytes_per_token != p.kaito.bytes_per_token, f"Kaito was fixed? ({why})"
@@ -149,6 +156,10 @@ def test_parsers_follow_kaito():
     assert presets.get("mistral-7b-instruct").tool_call_parser == "mistral"
     assert presets.get("deepseek-r1-distill-qwen-14b").reasoning_parser == "deepseek_r1"
     assert presets.get("gpt-oss-20b").reasoning_parser == "openai_gptoss"
+    r1, v3 = presets.get("deepseek-r1-0528"), presets.get("deepseek-v3-0324")
+    assert r1.tool_call_parser == v3.tool_call_parser == "deepseek_v3"
+    assert (r1.reasoning_parser, v3.reasoning_parser) == ("deepseek_r1", None)
+    assert r1.distributed and v3.distributed and not r1.supports_tuning() and not v3.supports_tuning()
 
 
 def test_readiness_timeout_follows_kaitos_formula_where_kaito_states_none():
