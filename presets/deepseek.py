@@ -8,7 +8,7 @@ vocab/intermediate from config.json; sizes and GPU figures from kaito-reference.
 
 from presets import register
 from presets._schema import Architecture, KaitoFigures, Preset
-from presets.phi3 import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS
+from presets.phi3 import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS, SUPPORTED_MODELS_NEWER
 
 
 def _distill(name: str, repo: str, revision: str, arch: Architecture, weights_gib: float, kaito: KaitoFigures,
@@ -77,10 +77,6 @@ DEEPSEEK_V3 = Architecture(layers=61, hidden_size=7168, attention_heads=128, kv_
 DEEPSEEK_V3_WEIGHTS_GIB = 641.3
 # Kaito HEAD formula 15 min + 18 s x GiB, clamped to 180 min: 900 + 18 x 641.3 = 12443 s -> 10800 s.
 DEEPSEEK_V3_READINESS_S = min(900 + int(18 * DEEPSEEK_V3_WEIGHTS_GIB), 3 * 3600)
-# Kaito's supported_models.yaml entries for these two (tag 0.0.1, downloadAtRuntime) are newer than the copy of
-# kaito-project/kaito in our search index; two forks carrying that file agree on the commits.
-KAITO_FORKS = ("Kaito supported_models.yaml `version:` commit URL, read from the forks Jont828/kaito@ab2545e and "
-               "ani1797/kaito-base-rocm@5ea3f96 (kaito-project/kaito's stored copy predates the entry)")
 
 
 def _deepseek_v3(name: str, repo: str, revision: str, reasoning_parser: str | None, description: str) -> Preset:
@@ -108,7 +104,7 @@ def _deepseek_v3(name: str, repo: str, revision: str, reasoning_parser: str | No
                            safetensors_gib=DEEPSEEK_V3_WEIGHTS_GIB, bytes_per_token=70272, token_limit=163840,
                            image_tag="0.0.1"),
         sources={
-            "revision": f"{KAITO_FORKS}: {repo}/commit/{revision}",
+            "revision": f"{SUPPORTED_MODELS_NEWER}: {repo}/commit/{revision}",
             "architecture": f"{MODEL_CATALOG} ({repo}: hiddenSize, numHiddenLayers, heads, kvHeads, kvLoraRank, "
             "qkRopeHeadDim); vocab_size, intermediate_size, qk_nope_head_dim/v_head_dim 128 from config.json",
             "context_length": f"{MODEL_CATALOG} modelTokenLimit 163840",

@@ -8,7 +8,7 @@ ignores head_dim (see tests/presets and docs/sizing.md); ours is computed from h
 
 from presets import register
 from presets._schema import Architecture, KaitoFigures, Preset
-from presets.phi3 import KAITO_TABLE, MODEL_CATALOG
+from presets.phi3 import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS_NEWER
 
 
 def _gemma(name: str, repo: str, revision: str, revision_source: str, arch: Architecture, weights_gib: float,
@@ -60,8 +60,7 @@ gemma_3_4b = _gemma(
 )
 gemma_3_27b = _gemma(
     "gemma-3-27b-instruct", "google/gemma-3-27b-it", "005ad3404e59d6023443cb575daa05336842228a",
-    "not in Kaito's stored tables; best-known pinned commit, as cited by public projects pinning "
-    "https://huggingface.co/google/gemma-3-27b-it/tree/005ad3404e59d6023443cb575daa05336842228a",
+    SUPPORTED_MODELS_NEWER,
     Architecture(layers=62, hidden_size=5376, attention_heads=32, kv_heads=16, vocab_size=262208, head_dim=128,
                  intermediate_size=21504),
     54.8, 27.4,

@@ -8,13 +8,13 @@ BytesPerToken (34560) uses hidden/heads = 45 instead of head_dim 64; ours uses h
 
 from presets import register
 from presets._schema import Architecture, KaitoFigures, Preset
-from presets.phi3 import KAITO_TABLE, MODEL_CATALOG
+from presets.phi3 import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS_NEWER
 
 gpt_oss_20b = Preset(
     name="gpt-oss-20b",
     family="gpt_oss",
     hf_repo="openai/gpt-oss-20b",
-    revision="d666cf3b67006cf8227666739edf25164aaffdeb",
+    revision="db6852caddef0cf0c1f729034ed700c84eab376e",
     description="gpt-oss-20b: MoE reasoning model, fits one 24 GB GPU.",
     architecture=Architecture(layers=24, hidden_size=2880, attention_heads=64, kv_heads=8, vocab_size=201088,
                               head_dim=64, intermediate_size=2880),
@@ -32,9 +32,7 @@ gpt_oss_20b = Preset(
     kaito=KaitoFigures(disk_gib=110, safetensors_gib=16.0, bytes_per_token=34560, token_limit=131072,
                        image_tag="0.0.2"),
     sources={
-        "revision": "not in Kaito's stored tables; best-known commit of openai/gpt-oss-20b "
-        "(huggingface.co/openai/gpt-oss-20b/commit/d666cf3b67006cf8227666739edf25164aaffdeb, cited in public "
-        "discussions of its generation_config)",
+        "revision": SUPPORTED_MODELS_NEWER,
         "architecture": f"{MODEL_CATALOG} (openai/gpt-oss-20b); vocab_size, intermediate_size from config.json",
         "context_length": f"{MODEL_CATALOG} modelTokenLimit 131072",
         "weights_gib": f"{KAITO_TABLE}: TotalSafeTensorFileSize 16Gi (v0.10.0); HEAD's 25.63Gi also counts "

@@ -9,7 +9,7 @@ Kaito's stored tables give no commit for llama-3.3-70b, so its revision is the o
 
 from presets import register
 from presets._schema import Architecture, KaitoFigures, Preset
-from presets.phi3 import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS
+from presets.phi3 import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS, SUPPORTED_MODELS_NEWER
 
 LLAMA_3_1_8B = Architecture(layers=32, hidden_size=4096, attention_heads=32, kv_heads=8, vocab_size=128256,
                             intermediate_size=14336)
@@ -73,8 +73,7 @@ llama_3_3_70b = _llama(
     KaitoFigures(gpu_count=4, total_gpu_memory_gib=320, per_gpu_memory_gib=80, disk_gib=220, safetensors_gib=131.42,
                  bytes_per_token=327680, token_limit=131072, image_tag="0.0.1"),
     900 + int(18 * 131.42),
-    {"revision": "not in Kaito's stored tables; best-known pinned commit, as cited by public projects pinning "
-     "https://huggingface.co/meta-llama/Llama-3.3-70B-Instruct/tree/6f6073b423013f6a7d4d9f39144961bfbfbc386b",
+    {"revision": SUPPORTED_MODELS_NEWER,
      "readiness_timeout_s": "Kaito HEAD formula 15 min + 18 s x 131.42 GiB = 54.4 min"},
     "Llama-3.3-70B-Instruct, 128k context; 4 x 80 GB GPUs or several nodes.",
 )
