@@ -41,6 +41,11 @@ TRAINER_CONTAINER = "trainer"
 """The tuning Job's training container: status.py reads its log for progress."""
 MANAGED_BY = "kaito-runtime"
 RAY_PORT = 6379
+# Weights that are not baked into the image (gated presets: their images may not be public) are downloaded at
+# start into this volume, sized from the preset, instead of the container's own disk.
+WEIGHTS_CACHE_DIR = "/workspace/cache"
+# Container restarts allowed before a tuning Job fails (Kubernetes' default).
+TUNING_BACKOFF_LIMIT = 6
 
 # Kaito's default training ConfigMaps (charts/kaito/workspace/templates/{qlora,lora}-params.yaml).
 _QUANT_4BIT = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "bfloat16",
@@ -139,6 +144,17 @@ def gpu_resources(gpus: int) -> dict[str, Any]:
 
 def dshm_volume() -> dict[str, Any]:
     return {"name": "dshm", "emptyDir": {"medium": "Memory"}}
+
+
+def weights_download_needed(preset) -> bool:
+    """Whether the pod downloads the weights: they are baked into public preset images only when redistributable."""
+    return not preset.redistributable and not preset.is_local
+
+
+def weights_cache_volume(preset) -> dict[str, Any]:
+    # Safetensors plus 10% and 10 GiB of headroom (tokenizer, partial downloads).
+    size = math.ceil(preset.weights_gib * 1.1) + 10
+    return {"name": "model-weights-volume", "emptyDir": {"sizeLimit": f"{size}Gi"}}
 
 
 def with_hash(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -242,6 +258,10 @@ def inference_pod_template(ws: Workspace, preset, fit: FitReport, settings: Rend
                {"name": "config-volume", "configMap": {"name": inference_config_name(ws)}}]
     mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "adapter-volume", "mountPath": ADAPTERS_DIR},
               {"name": "config-volume", "mountPath": CONFIG_DIR}]
+    if weights_download_needed(preset):
+        volumes.append(weights_cache_volume(preset))
+        mounts.append({"name": "model-weights-volume", "mountPath": WEIGHTS_CACHE_DIR})
+        env.append({"name": "HF_HOME", "value": f"{WEIGHTS_CACHE_DIR}/huggingface"})
     init_containers = []
     pull_secrets = list(options.image_pull_secrets)
     for adapter in inference.adapters:
@@ -423,7 +443,9 @@ def render_tuning(ws: Workspace, preset, fit: FitReport, settings: RenderSetting
                                              "subPath": "config.json", "readOnly": True}]})
         pull_secrets.append(output.image_push_secret)
     pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
+        # OnFailure restarts a crashed container in the same pod, so the emptyDir results volume survives: the
+        # trainer resumes from its last checkpoint and a failed push is retried without retraining.
+        "restartPolicy": "OnFailure",
         "affinity": node_affinity(ws),
         "containers": containers,
         "volumes": volumes,
@@ -436,7 +458,7 @@ def render_tuning(ws: Workspace, preset, fit: FitReport, settings: RenderSetting
     if pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in dict.fromkeys(pull_secrets)]
     out.append({"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata(ws, ws.name),
-                "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": labels(ws)}, "spec": pod_spec}}})
+                "spec": {"backoffLimit": TUNING_BACKOFF_LIMIT, "template": {"metadata": {"labels": labels(ws)}, "spec": pod_spec}}})
     return out
 
 

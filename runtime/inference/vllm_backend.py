@@ -196,7 +196,7 @@ def _model_location(model_path: str | None, preset) -> tuple[str, dict[str, Any]
         from runtime.models import ensure_model
 
         return str(ensure_model(preset.local_builder)), {}
-    if DEFAULT_WEIGHTS_DIR.is_dir():
+    if (DEFAULT_WEIGHTS_DIR / "config.json").is_file():  # a preset image's baked weights (as the transformers backend)
         return str(DEFAULT_WEIGHTS_DIR), {}
     return preset.hf_repo, {"revision": preset.revision}
 

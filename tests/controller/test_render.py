@@ -208,7 +208,9 @@ def test_tuning_job_with_urls_and_pusher():
     objs = by_kind(rendered(tuning_ws()))
     job = objs["Job/tune"]
     pod = job["spec"]["template"]["spec"]
-    assert pod["restartPolicy"] == "Never"
+    # A crashed trainer restarts in the same pod and resumes from the checkpoints in its emptyDir.
+    assert pod["restartPolicy"] == "OnFailure"
+    assert job["spec"]["backoffLimit"] > 0
     init = pod["initContainers"][0]
     assert init["name"] == "data-downloader"
     assert {"name": "DATA_URLS", "value": "https://example.com/d/train.parquet?download=true"} in init["env"]
@@ -283,3 +285,19 @@ def test_strict_validation_catches_a_misspelt_field():
     deploy["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {"httpGet": {"path": "/health", "port": 5000}}
     with pytest.raises(AssertionError, match="readinesProbe"):
         validate_strict(deploy)
+
+
+def test_gated_preset_downloads_weights_into_a_sized_volume():
+    """Gated weights are not in a public image: the pod downloads them into an emptyDir sized from the preset."""
+    gated = by_kind(rendered(workspace("llama", {"inference": {"preset": {"name": "llama-3.1-8b-instruct"}}},
+                                       "Standard_NC24ads_A100_v4")))
+    pod = gated["Deployment/llama"]["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "model-weights-volume")
+    assert volume["emptyDir"]["sizeLimit"] == "27Gi"  # 14.96 GiB x 1.1, rounded up, + 10
+    main = pod["containers"][0]
+    assert {"name": "HF_HOME", "value": "/workspace/cache/huggingface"} in main["env"]
+    assert {"name": "model-weights-volume", "mountPath": "/workspace/cache"} in main["volumeMounts"]
+    public = by_kind(rendered(workspace("phi", {"inference": {"preset": {"name": "phi-4-mini-instruct"}}},
+                                        "Standard_NC24ads_A100_v4")))
+    pod = public["Deployment/phi"]["spec"]["template"]["spec"]
+    assert all(v["name"] != "model-weights-volume" for v in pod["volumes"])
