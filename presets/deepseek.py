@@ -8,7 +8,7 @@ vocab/intermediate from config.json; sizes and GPU figures from kaito-reference.
 
 from presets import register
 from presets._schema import Architecture, KaitoFigures, Preset
-from presets.phi3 import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS, SUPPORTED_MODELS_NEWER
+from presets._sources import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS, SUPPORTED_MODELS_NEWER
 
 
 def _distill(name: str, repo: str, revision: str, arch: Architecture, weights_gib: float, kaito: KaitoFigures,

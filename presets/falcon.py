@@ -11,7 +11,7 @@ GPU figures from kaito-reference.md §1.3.
 
 from presets import register
 from presets._schema import Architecture, KaitoFigures, Preset, TuningSupport
-from presets.phi3 import KAITO_TABLE, SUPPORTED_MODELS
+from presets._sources import KAITO_TABLE, SUPPORTED_MODELS
 
 FALCON_TARGET_MODULES = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 

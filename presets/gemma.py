@@ -8,7 +8,7 @@ ignores head_dim (see tests/presets and docs/sizing.md); ours is computed from h
 
 from presets import register
 from presets._schema import Architecture, KaitoFigures, Preset
-from presets.phi3 import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS_NEWER
+from presets._sources import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS_NEWER
 
 
 def _gemma(name: str, repo: str, revision: str, revision_source: str, arch: Architecture, weights_gib: float,

@@ -8,7 +8,7 @@ BytesPerToken (34560) uses hidden/heads = 45 instead of head_dim 64; ours uses h
 
 from presets import register
 from presets._schema import Architecture, KaitoFigures, Preset
-from presets.phi3 import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS_NEWER
+from presets._sources import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS_NEWER
 
 gpt_oss_20b = Preset(
     name="gpt-oss-20b",

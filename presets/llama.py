@@ -9,7 +9,7 @@ Kaito's stored tables give no commit for llama-3.3-70b, so its revision is the o
 
 from presets import register
 from presets._schema import Architecture, KaitoFigures, Preset
-from presets.phi3 import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS, SUPPORTED_MODELS_NEWER
+from presets._sources import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS, SUPPORTED_MODELS_NEWER
 
 LLAMA_3_1_8B = Architecture(layers=32, hidden_size=4096, attention_heads=32, kv_heads=8, vocab_size=128256,
                             intermediate_size=14336)

@@ -6,7 +6,7 @@ config.json) plus vocab/intermediate from config.json; sizes and GPU figures fro
 
 from presets import register
 from presets._schema import Architecture, KaitoFigures, Preset, TuningSupport
-from presets.phi3 import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS
+from presets._sources import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS
 
 MISTRAL_7B = Architecture(layers=32, hidden_size=4096, attention_heads=32, kv_heads=8, vocab_size=32768,
                           intermediate_size=14336)

@@ -8,16 +8,11 @@ kaito-reference.md §1.3 (Kaito v0.6.2 and v0.10.0 model.go).
 
 from presets import register
 from presets._schema import Architecture, KaitoFigures, Preset, TuningSupport
+from presets._sources import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS
 
 # Phi3ForCausalLM fuses q/k/v into qkv_proj and gate/up into gate_up_proj.
 PHI3_TARGET_MODULES = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 
-SUPPORTED_MODELS = "kaito-project/kaito presets/workspace/models/supported_models.yaml (version: commit URL)"
-MODEL_CATALOG = "kaito-project/kaito presets/workspace/models/model_catalog.yaml"
-# Newer entries of supported_models.yaml are missing from the stored upstream copy; two forks carry them.
-SUPPORTED_MODELS_NEWER = ("Kaito supported_models.yaml `version:` commit URL, read from the forks "
-                          "Jont828/kaito@ab2545e and ani1797/kaito-base-rocm@5ea3f96 (newer than the stored upstream)")
-KAITO_TABLE = "kaito-reference.md §1.3 (Kaito v0.6.2 GPU/tuning columns, v0.10.0 SafeT/BPT/TokLim/Disk/Ready)"
 
 MINI = Architecture(layers=32, hidden_size=3072, attention_heads=32, kv_heads=32, vocab_size=32064,
                     intermediate_size=8192, attention="mha")

@@ -6,7 +6,8 @@ bytes per token, revisions) and kaito-reference.md §1.3.
 
 from presets import register
 from presets._schema import Architecture, KaitoFigures, Preset, TuningSupport
-from presets.phi3 import KAITO_TABLE, MODEL_CATALOG, PHI3_TARGET_MODULES
+from presets._sources import KAITO_TABLE, MODEL_CATALOG
+from presets.phi3 import PHI3_TARGET_MODULES
 
 BUILTIN_MODELS = "kaito-project/kaito presets/workspace/models/builtin_models.yaml (version: commit URL)"
 

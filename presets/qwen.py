@@ -6,7 +6,7 @@ vocab/intermediate from config.json; sizes and GPU figures from kaito-reference.
 
 from presets import register
 from presets._schema import Architecture, KaitoFigures, Preset, TuningSupport
-from presets.phi3 import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS
+from presets._sources import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS
 
 
 def _qwen(name: str, repo: str, revision: str, arch: Architecture, weights_gib: float, kaito: KaitoFigures,
