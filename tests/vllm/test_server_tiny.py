@@ -129,12 +129,24 @@ def test_overload_answers_429_with_retry_after(vllm_tiny):
     """With max_batch_size + max_queued_requests long generations in flight, /chat and vLLM's own routes both
     answer 429 at once (with Retry-After), and serve again once the load is gone."""
     capacity = TINY_MAX_BATCH + TINY_MAX_QUEUED
-    long_body = {"model": "tiny-llama", "prompt": "x", "max_tokens": 1500, "ignore_eos": True}
+    # As long as the tiny model's 2048-token context allows: even a fast CPU needs over a second for these.
+    long_body = {"model": "tiny-llama", "prompt": "x", "max_tokens": 2000, "ignore_eos": True}
+
+    def in_engine(metrics: str) -> float:
+        names = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+        return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(names))
 
     async def scenario() -> tuple[list[httpx.Response], list[httpx.Response]]:
         async with httpx.AsyncClient(base_url=vllm_tiny.url, headers=AUTH, timeout=300) as http:
             busy = [asyncio.create_task(http.post("/v1/completions", json=long_body)) for _ in range(capacity)]
-            await asyncio.sleep(1.0)  # all admitted; none can finish 1500 tokens this fast
+            # Send the extra requests the moment the engine holds every busy one (a fixed sleep was flaky: on an
+            # idle machine the first ones could already be done).
+            for _ in range(600):
+                if in_engine((await http.get("/metrics")).text) >= capacity:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the busy requests never all reached the engine")
             extra = await asyncio.gather(
                 http.post("/chat", json={"prompt": "x", "generate_kwargs": {"max_new_tokens": 4}}),
                 http.post("/v1/chat/completions", json={"model": "tiny-llama", "max_tokens": 4,
