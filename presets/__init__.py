@@ -10,9 +10,9 @@
 from __future__ import annotations
 
 import importlib
-import re
 
 from presets._schema import (
+    NAME_PATTERN,
     Architecture,
     KaitoFigures,
     Preset,
@@ -22,7 +22,6 @@ from presets._schema import (
 __all__ = ["Architecture", "KaitoFigures", "Preset", "TuningSupport", "register", "get", "names", "all_presets",
            "UnknownPreset"]
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _REGISTRY: dict[str, Preset] = {}
 
 # Family modules, imported (in this order) on first use of the registry.
@@ -42,7 +41,7 @@ def register(*items: Preset) -> None:
     for preset in items:
         if not isinstance(preset, Preset):
             raise TypeError(f"register() takes Preset objects, got {type(preset).__name__}")
-        if not _NAME.match(preset.name):
+        if not NAME_PATTERN.match(preset.name):
             raise ValueError(f"preset name {preset.name!r} must be lower-case letters, digits, '-' or '.'")
         if preset.name in _REGISTRY and _REGISTRY[preset.name] is not preset:
             raise ValueError(f"preset {preset.name!r} is registered twice")

@@ -7,6 +7,7 @@ is computed from these numbers by pure functions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -25,6 +26,12 @@ DTYPE_BYTES: Mapping[str, float] = MappingProxyType(
 
 # The seven projections of Llama-style blocks: the usual LoRA targets.
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Phi3ForCausalLM fuses q/k/v into qkv_proj and gate/up into gate_up_proj.
+PHI3_TARGET_MODULES = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+FALCON_TARGET_MODULES = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
+
+# Preset names become image names: lower-case letters, digits, '-' and '.'.
+NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
 def _frozen(mapping: Mapping | None) -> Mapping:

@@ -10,10 +10,8 @@ GPU figures from kaito-reference.md §1.3.
 """
 
 from presets import register
-from presets._schema import Architecture, KaitoFigures, Preset, TuningSupport
+from presets._schema import FALCON_TARGET_MODULES, Architecture, KaitoFigures, Preset, TuningSupport
 from presets._sources import KAITO_TABLE, SUPPORTED_MODELS
-
-FALCON_TARGET_MODULES = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 
 FALCON_7B = Architecture(layers=32, hidden_size=4544, attention_heads=71, kv_heads=1, vocab_size=65024,
                          intermediate_size=4 * 4544, attention="mqa")

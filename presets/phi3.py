@@ -7,12 +7,8 @@ kaito-reference.md §1.3 (Kaito v0.6.2 and v0.10.0 model.go).
 """
 
 from presets import register
-from presets._schema import Architecture, KaitoFigures, Preset, TuningSupport
+from presets._schema import PHI3_TARGET_MODULES, Architecture, KaitoFigures, Preset, TuningSupport
 from presets._sources import KAITO_TABLE, MODEL_CATALOG, SUPPORTED_MODELS
-
-# Phi3ForCausalLM fuses q/k/v into qkv_proj and gate/up into gate_up_proj.
-PHI3_TARGET_MODULES = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
-
 
 MINI = Architecture(layers=32, hidden_size=3072, attention_heads=32, kv_heads=32, vocab_size=32064,
                     intermediate_size=8192, attention="mha")

@@ -5,9 +5,8 @@ bytes per token, revisions) and kaito-reference.md §1.3.
 """
 
 from presets import register
-from presets._schema import Architecture, KaitoFigures, Preset, TuningSupport
+from presets._schema import PHI3_TARGET_MODULES, Architecture, KaitoFigures, Preset, TuningSupport
 from presets._sources import KAITO_TABLE, MODEL_CATALOG
-from presets.phi3 import PHI3_TARGET_MODULES
 
 BUILTIN_MODELS = "kaito-project/kaito presets/workspace/models/builtin_models.yaml (version: commit URL)"
 

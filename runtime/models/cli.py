@@ -7,7 +7,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("models", help="build the local models (tiny test model, SmolLM2 default model)")
     s = p.add_subparsers(dest="models_command", required=True)
     prep = s.add_parser("prepare", help="build a local model into the cache and print its folder")
-    prep.add_argument("builder", choices=["tiny", "smollm2"])
+    from runtime.models import BUILDERS  # standard library only
+
+    prep.add_argument("builder", choices=sorted(BUILDERS))
     prep.set_defaults(handler=_prepare)
 
 

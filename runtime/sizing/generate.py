@@ -13,9 +13,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import MISSING, fields
 
-from presets._schema import DTYPE_BYTES, GIB, LLAMA_PROJECTIONS, Architecture, KaitoFigures, Preset, TuningSupport
-
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+from presets._schema import (
+    DTYPE_BYTES,
+    FALCON_TARGET_MODULES,
+    GIB,
+    LLAMA_PROJECTIONS,
+    NAME_PATTERN,
+    PHI3_TARGET_MODULES,
+    Architecture,
+    KaitoFigures,
+    Preset,
+    TuningSupport,
+)
 
 # Kaito HEAD generator.go: toolCallParserArchMap / reasoningParserArchMap (by architecture).
 TOOL_PARSERS = {
@@ -32,8 +41,8 @@ REASONING_PARSERS = {
 }
 # LoRA target modules by architecture; Llama-style projections otherwise.
 TARGET_MODULES = {
-    "Phi3ForCausalLM": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
-    "FalconForCausalLM": ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+    "Phi3ForCausalLM": PHI3_TARGET_MODULES,
+    "FalconForCausalLM": FALCON_TARGET_MODULES,
 }
 # Architectures whose linear layers are the usual LoRA targets (MoE experts are not).
 TUNABLE = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Phi3ForCausalLM", "FalconForCausalLM",
@@ -79,7 +88,7 @@ def preset_from_hf_config(config: dict, name: str, safetensors_index: dict | Non
     """A Preset from a Hugging Face config.json dict (multimodal configs: their `text_config`)."""
     if not isinstance(config, Mapping):
         raise ConfigError("config.json must hold a JSON object")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise ConfigError(f"--name {name!r} must be lower-case letters, digits, '-' or '.' (it becomes an image name)")
     architectures = config.get("architectures") or []
     architecture = architectures[0] if architectures else "unknown"

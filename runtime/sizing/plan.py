@@ -25,7 +25,6 @@ differences from Kaito (each has a test in tests/sizing/test_kaito_comparison.py
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -562,7 +561,3 @@ def kaito_estimator_min_gpus(preset: Preset, instance_type: InstanceType,
         raise PlanError(f"{instance_type.name} GPUs are too small for {preset.name}")
     return int(weights / per_gpu) + 1
 
-
-def kaito_estimator_nodes(preset: Preset, instance_type: InstanceType,
-                          max_model_len: int = KAITO_DEFAULT_MAX_MODEL_LEN) -> int:
-    return math.ceil(kaito_estimator_min_gpus(preset, instance_type, max_model_len) / instance_type.gpu_count)
