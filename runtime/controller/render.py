@@ -165,8 +165,18 @@ def with_hash(manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
-def docker_config_volume(name: str, secret: str) -> dict[str, Any]:
-    return {"name": name, "secret": {"secretName": secret, "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}
+# Registry credentials (a .dockerconfigjson Secret) are mounted here and named by DOCKER_CONFIG: the runtime
+# images run as a non-root user, so /root/.docker would never be read.
+DOCKER_CONFIG_ROOT = "/etc/kaito/docker-config"
+
+
+def with_docker_config(container: dict[str, Any], volumes: list[dict[str, Any]], name: str, secret: str) -> None:
+    """Give `container` the registry credentials of `secret` (`kaito adapter pull|push` read $DOCKER_CONFIG)."""
+    path = f"{DOCKER_CONFIG_ROOT}/{name}"
+    volumes.append({"name": name, "secret": {"secretName": secret,
+                                             "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}})
+    container.setdefault("volumeMounts", []).append({"name": name, "mountPath": path, "readOnly": True})
+    container.setdefault("env", []).append({"name": "DOCKER_CONFIG", "value": path})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -273,10 +283,7 @@ def inference_pod_template(ws: Workspace, preset, fit: FitReport, settings: Rend
             "volumeMounts": [{"name": "adapter-volume", "mountPath": ADAPTERS_DIR}],
         }
         if source.image_pull_secrets:
-            volume = f"docker-config-{source.name}"
-            volumes.append(docker_config_volume(volume, source.image_pull_secrets[0]))
-            container["volumeMounts"].append({"name": volume, "mountPath": "/root/.docker/config.json",
-                                              "subPath": "config.json", "readOnly": True})
+            with_docker_config(container, volumes, f"docker-config-{source.name}", source.image_pull_secrets[0])
         init_containers.append(container)
     main: dict[str, Any] = {
         "name": ws.name,
@@ -435,12 +442,11 @@ def render_tuning(ws: Workspace, preset, fit: FitReport, settings: RenderSetting
         trainer["resources"] = gpu_resources(gpus)
     containers = [trainer]
     if output.image:
-        volumes.append(docker_config_volume("push-secret", output.image_push_secret))
-        containers.append({
-            "name": "pusher", "image": image,
-            "command": ["kaito", "adapter", "push", "--wait-for", RESULTS_DIR, output.image],
-            "volumeMounts": [results_mount, {"name": "push-secret", "mountPath": "/root/.docker/config.json",
-                                             "subPath": "config.json", "readOnly": True}]})
+        pusher = {"name": "pusher", "image": image,
+                  "command": ["kaito", "adapter", "push", "--wait-for", RESULTS_DIR, output.image],
+                  "volumeMounts": [results_mount]}
+        with_docker_config(pusher, volumes, "push-secret", output.image_push_secret)
+        containers.append(pusher)
         pull_secrets.append(output.image_push_secret)
     pod_spec: dict[str, Any] = {
         # OnFailure restarts a crashed container in the same pod, so the emptyDir results volume survives: the

@@ -219,8 +219,10 @@ def test_tuning_job_with_urls_and_pusher():
                                   "--config", "/mnt/config/training_config.yaml", "--data", "/mnt/data",
                                   "--output-dir", "/mnt/results"]
     assert pusher["command"] == ["kaito", "adapter", "push", "--wait-for", "/mnt/results", "r.example.com/out:1"]
-    assert {"name": "push-secret", "mountPath": "/root/.docker/config.json", "subPath": "config.json",
+    # The image runs as a non-root user: credentials are found through DOCKER_CONFIG, not /root/.docker.
+    assert {"name": "push-secret", "mountPath": "/etc/kaito/docker-config/push-secret",
             "readOnly": True} in pusher["volumeMounts"]
+    assert {"name": "DOCKER_CONFIG", "value": "/etc/kaito/docker-config/push-secret"} in pusher["env"]
     assert {"name": "push"} in pod["imagePullSecrets"]
     config = yaml.safe_load(objs["ConfigMap/tune-qlora-params"]["data"]["training_config.yaml"])["training_config"]
     assert config["QuantizationConfig"]["load_in_4bit"] is True
