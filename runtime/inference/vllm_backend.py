@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import shlex
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -120,7 +121,9 @@ def resolve(args: argparse.Namespace):
         settings = resolve_settings(flags=merged)
     except SettingsError as err:
         raise SystemExit(f"error: {err}") from None
-    unused = [name for name in TRANSFORMERS_ONLY if name in merged]
+    # model_fields_set holds what the flags, the file *and the environment* set (merged has no environment).
+    given = settings.model_fields_set
+    unused = [name for name in TRANSFORMERS_ONLY if name in given]
     if unused:
         log.warning("not used by the vLLM backend (vLLM sizes these itself): %s", ", ".join(unused))
 
@@ -156,7 +159,7 @@ def resolve(args: argparse.Namespace):
         port=settings.port,
         adapters=adapters,
         # Only when asked: vLLM's own default (256 on GPUs) beats the transformers engine's 16.
-        max_num_seqs=settings.max_batch_size if "max_batch_size" in merged else None,
+        max_num_seqs=settings.max_batch_size if "max_batch_size" in given else None,
         extra=extra,
     )
     return settings, preset, plan, vsettings, user
@@ -457,7 +460,7 @@ def serve_namespace(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if getattr(args, "print_args", False):
-        print(" ".join(vllm_argv))
+        print(shlex.join(vllm_argv))
         return 0
     import importlib.util
 
@@ -469,7 +472,7 @@ def serve_namespace(args: argparse.Namespace) -> int:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     # As `vllm serve` does: engine workers start with `spawn` (fork is unsafe once CUDA is initialised).
     os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
-    log.info("vLLM engine args: %s", " ".join(vllm_argv))
+    log.info("vLLM engine args: %s", shlex.join(vllm_argv))
     try:
         import uvloop
 

@@ -44,6 +44,20 @@ def test_print_args_shows_the_engine_argv_with_the_user_winning(tmp_path, monkey
     assert "s3cret-value" not in " ".join(argv)  # the key stays with our middleware, never on a command line
 
 
+def test_print_args_takes_the_batch_size_from_the_environment_and_quotes_for_the_shell(
+        monkeypatch, capsys, tiny_model_dir):
+    import shlex
+
+    monkeypatch.delenv("API_KEY", raising=False)
+    monkeypatch.setenv("KAITO_MAX_BATCH_SIZE", "3")
+    args = build_parser().parse_args(["tiny-llama", "--model-path", str(tiny_model_dir), "--tensor-parallel-size",
+                                      "1", "--chat-template", "{{ messages }}", "--print-args"])
+    assert serve_namespace(args) == 0
+    argv = shlex.split(capsys.readouterr().out)  # what benchmarks/gpu/vllm_compare.py does with it
+    assert argv[argv.index("--max-num-seqs") + 1] == "3"
+    assert argv[argv.index("--chat-template") + 1] == "{{ messages }}"
+
+
 def test_bad_config_key_and_unsupported_runtime_fail_clearly(tmp_path, monkeypatch):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("max_queud_requests: 7\n")

@@ -98,15 +98,15 @@ def openai_router(serving: Serving) -> APIRouter:
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not prompts:
             raise BadRequest("prompt: give at least one prompt", param="prompt")
-        jobs, echoes = [], []
+        jobs, echoes, prompt_tokens = [], [], 0
         for prompt in prompts:
             ids = backend.encode_prompt(prompt)
+            prompt_tokens += len(ids)
             budget = serving.token_budget(len(ids), body.max_tokens, "prompt", default=16)
             for _ in range(body.n):
                 jobs.append(Job(ids, _params(body, budget), model, body.stop_list()))
                 echoes.append(prompt if body.echo else "")
         rid, created, shown = f"cmpl-{uuid.uuid4().hex}", int(time.time()), body.model or model
-        prompt_tokens = sum(len(backend.encode_prompt(p)) for p in prompts)
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)
             return await _stream_response(serving, jobs, _completion_chunks(rid, created, shown, jobs, echoes, usage))
