@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-SENTINEL = "fine_tuning_completed.txt"
+from runtime.tuning.status import SENTINEL  # standard library only
+
 """Written by the trainer into its output directory when the adapter is complete (Kaito's convention)."""
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,11 @@ from typing import TypeVar
 
 import httpx
 
+from runtime import httplog
 from runtime.adapters.credentials import ENV_PASSWORD, ENV_USERNAME, Credentials
 from runtime.adapters.image import INDEX_TYPES, MANIFEST_TYPES, sha256_digest
+
+httplog.install()  # signed blob URLs (registry redirects) must not reach the logs
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from runtime import httplog
+
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
@@ -39,27 +41,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _redact(url: str) -> str:
-    """The URL without credentials or query string (which may hold a SAS token): safe for logs."""
-    parts = urlparse(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
-
-
-class _RedactURLs(logging.Filter):
-    """httpx logs every request URL at INFO; query strings may carry tokens, so log them redacted."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(_redact(str(a)) if type(a).__name__ == "URL" else a for a in record.args)
-        return True
-
-
-_httpx_log = logging.getLogger("httpx")
-if not any(isinstance(f, _RedactURLs) for f in _httpx_log.filters):
-    _httpx_log.addFilter(_RedactURLs())
+_redact = httplog.redact
+httplog.install()  # query strings (SAS tokens) must not reach the logs
 
 
 def download(url: str, dest_dir: Path, *, max_bytes: int, retries: int = 3, timeout: float = 60.0,
@@ -70,7 +53,7 @@ def download(url: str, dest_dir: Path, *, max_bytes: int, retries: int = 3, time
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / file_name(url)
     if target.exists():
-        log.info("data %s already downloaded: %s sha256=%s", _redact(url), target, sha256_of(target))
+        log.info("data %s already downloaded: %s", _redact(url), target)  # data.prepare logs its sha256
         return target
     part = target.with_name(target.name + ".part")
     last_error: Exception | str = "no attempt"
@@ -119,6 +102,6 @@ def download(url: str, dest_dir: Path, *, max_bytes: int, retries: int = 3, time
     if not part.exists() or part.stat().st_size == 0:
         raise DownloadError(f"{_redact(url)}: empty body")
     part.rename(target)
-    log.info("downloaded %s -> %s (%d bytes) sha256=%s", _redact(url), target, target.stat().st_size,
-             sha256_of(target))
+    # The sha256 is logged once, by data.prepare, which hashes every file it reads.
+    log.info("downloaded %s -> %s (%d bytes)", _redact(url), target, target.stat().st_size)
     return target

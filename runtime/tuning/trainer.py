@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from runtime.tuning.config import ConfigError, TrainingConfig, default_config_path, load_config, output_root
+from runtime.tuning.status import SENTINEL
 
 log = logging.getLogger(__name__)
 
-SENTINEL = "fine_tuning_completed.txt"
 METADATA_FILE = "tuning_metadata.json"
 CHECKPOINTS = "checkpoints"
 EXIT_OK, EXIT_BAD_INPUT, EXIT_PUSH_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 143
@@ -128,11 +128,8 @@ def device_memory_gib() -> tuple[str, float]:
 
 def check_memory(preset, config: TrainingConfig) -> dict[str, float] | None:
     """Refuse, with the sizing plan's numbers, when the estimate is over the device's free memory."""
-    try:
-        from runtime.sizing.plan import PlanError, estimate_tuning_memory
-    except ImportError:
-        log.warning("runtime.sizing.plan is not available: skipping the memory check")
-        return None
+    from runtime.sizing.plan import PlanError, estimate_tuning_memory
+
     train = config.TrainingArguments
     batch = int(train.get("per_device_train_batch_size", 1))
     seq_len = min(int(train.get("max_length") or 1024), preset.context_length)
@@ -296,10 +293,13 @@ def write_metadata(output_dir: Path, meta: dict[str, Any]) -> None:
     (output_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str))
 
 
-def push(output_dir: Path, ref: str, preset_name: str, insecure: bool) -> None:
-    from runtime.adapters.oci import push_adapter  # lazily: it belongs to the adapter-images area
+def push(output_dir: Path, ref: str, preset, method: str, insecure: bool) -> None:
+    from runtime.adapters.image import adapter_annotations  # lazily: the adapter-images area
+    from runtime.adapters.oci import push_adapter
 
-    push_adapter(output_dir, ref, annotations={"sh.kaito.model.name": preset_name}, insecure=insecure)
+    # The same annotations as `kaito adapter push --preset --method`: one adapter, one digest, however pushed.
+    annotations = adapter_annotations(preset.name, preset.revision, method)
+    push_adapter(output_dir, ref, annotations=annotations, insecure=insecure)
 
 
 # ---- the job ------------------------------------------------------------------------------------------------
@@ -316,7 +316,7 @@ def run(opts: TuneOptions) -> int:
 
     if (output_dir / SENTINEL).exists():
         log.info("%s exists in %s: training already completed, not training again", SENTINEL, output_dir)
-        return _push_step(opts, output_dir, preset.name)
+        return _push_step(opts, output_dir, preset, method)
 
     assistant_only = bool(config.TrainingArguments.get("assistant_only_loss", True))
     if opts.memory_check:
@@ -409,14 +409,14 @@ def run(opts: TuneOptions) -> int:
         stop.restore()
         if metrics:
             metrics.close()
-    return _push_step(opts, output_dir, preset.name)
+    return _push_step(opts, output_dir, preset, method)
 
 
-def _push_step(opts: TuneOptions, output_dir: Path, preset_name: str) -> int:
+def _push_step(opts: TuneOptions, output_dir: Path, preset, method: str) -> int:
     if not opts.output_image:
         return EXIT_OK
     try:
-        push(output_dir, opts.output_image, preset_name, opts.insecure_registry)
+        push(output_dir, opts.output_image, preset, method, opts.insecure_registry)
     except Exception as err:  # the adapter stays; a re-run only pushes
         log.error("push of %s to %s failed: %s: %s (the adapter stays in %s; re-run to push)", output_dir,
                   opts.output_image, type(err).__name__, err, output_dir)
