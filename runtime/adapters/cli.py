@@ -169,13 +169,15 @@ def _pull(args) -> int:
     credentials = _credentials(args)
     _quiet_http(args)
     from runtime.adapters.credentials import CredentialsError
-    from runtime.adapters.oci import RegistryError, pull
+    from runtime.adapters.oci import Reference, RegistryError, pull
 
-    try:
-        dest = pull(args.ref, args.to, insecure=args.insecure, docker_config=args.docker_config, auth=credentials)
+    try:  # a malformed reference is a usage error (2); everything after it is a pull failure (1), as for push
+        Reference.parse(args.ref)
     except ValueError as err:
         raise CommandError(str(err)) from err
-    except (RegistryError, CredentialsError, OSError) as err:
+    try:
+        dest = pull(args.ref, args.to, insecure=args.insecure, docker_config=args.docker_config, auth=credentials)
+    except (RegistryError, CredentialsError, OSError, ValueError) as err:
         raise CommandError(f"pull of {args.ref} failed: {err}", code=1) from err
     print(f"pulled {args.ref} into {dest}")
     return 0
