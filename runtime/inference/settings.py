@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from runtime.inference.vllm_config import KAITO_KEYS, OTHER_BACKEND_KEYS  # standard library only
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PRESET = "smollm2-135m-instruct"
@@ -103,8 +105,25 @@ class ServerSettings(BaseModel):
         return self.num_blocks or math.ceil(max_model_len / self.page_size) + 4 * self.max_batch_size
 
 
-# Keys of Kaito's inference_config.yaml that only the vLLM backend reads (kaito-reference.md §2.3).
-KAITO_VLLM_ONLY_KEYS = frozenset({"vllm", "max_probe_steps", "kv_cache_cpu_memory_utilization"})
+def model_location(model_path: str | None, preset, weights_dir: str | Path = PRESET_IMAGE_WEIGHTS
+                   ) -> tuple[str, dict[str, Any]]:
+    """Where both backends read weights: the flag, else the local builder's cache, else a preset image's baked
+    weights, else the preset's hub repo at its pinned revision (with the extra loading arguments)."""
+    if model_path:
+        if not (Path(model_path) / "config.json").is_file():
+            raise SettingsError(f"model_path: {model_path} has no config.json (expected a save_pretrained folder)")
+        return str(model_path), {}
+    if preset.local_builder:
+        from runtime.models import ensure_model
+
+        return str(ensure_model(preset.local_builder)), {}
+    if (Path(weights_dir) / "config.json").is_file():  # an empty folder (a download volume) is no model
+        return str(weights_dir), {}
+    return preset.hf_repo, {"revision": preset.revision}
+
+
+# Sections of Kaito's inference_config.yaml this backend does not read (vLLM's, and the other runtimes').
+NOT_OURS_KEYS = KAITO_KEYS | OTHER_BACKEND_KEYS
 
 
 def _normalise_keys(data: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -142,10 +161,10 @@ def from_config_file(path: str | Path) -> dict[str, Any]:
     data = yaml.safe_load(p.read_text()) or {}
     if not isinstance(data, Mapping):
         raise SettingsError(f"--config: {p} must hold a mapping of setting: value, got {type(data).__name__}")
-    # Kaito's inference_config.yaml also carries vLLM-only keys: the transformers backend has no use for them.
-    ignored = sorted(k for k in data if str(k).replace("-", "_") in KAITO_VLLM_ONLY_KEYS)
+    # Kaito's inference_config.yaml also carries vLLM's keys: the transformers backend has no use for them.
+    ignored = sorted(k for k in data if str(k).replace("-", "_") in NOT_OURS_KEYS)
     if ignored:
-        log.info("config file %s: ignoring vLLM-only keys %s on this backend", p, ", ".join(map(str, ignored)))
+        log.info("config file %s: ignoring keys %s, which other backends read", p, ", ".join(map(str, ignored)))
     return _normalise_keys({k: v for k, v in data.items() if k not in ignored}, f"config file {p}")
 
 

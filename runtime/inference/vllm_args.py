@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from presets import Preset
+from runtime.inference.settings import PRESET_IMAGE_WEIGHTS, ServerSettings
 from runtime.inference.vllm_config import FlagValue, VllmUserConfig, flag_name, flags_to_argv
 
 # Ranks vLLM accepts for --max-lora-rank (vllm/config/lora.py MaxLoRARanks); we round up to the next one.
@@ -27,8 +28,8 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 VLLM_DTYPES = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})
 
 # Kaito's container paths.
-DEFAULT_ADAPTERS_DIR = Path("/mnt/adapter")
-DEFAULT_WEIGHTS_DIR = Path("/workspace/weights")
+DEFAULT_ADAPTERS_DIR = Path(ServerSettings.model_fields["adapters_dir"].default)
+DEFAULT_WEIGHTS_DIR = Path(PRESET_IMAGE_WEIGHTS)
 
 
 class EngineArgsError(ValueError):

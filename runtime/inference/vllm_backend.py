@@ -104,6 +104,7 @@ def resolve(args: argparse.Namespace):
         ServerSettings,
         SettingsError,
         from_environment,
+        model_location,
         resolve_settings,
     )
 
@@ -137,7 +138,10 @@ def resolve(args: argparse.Namespace):
         raise SystemExit(f"error: preset {preset.name} does not support the vllm runtime")
 
     plan = _plan(args, settings, preset)
-    model_path, extra = _model_location(settings.model_path, preset)
+    try:
+        model_path, extra = model_location(settings.model_path, preset, DEFAULT_WEIGHTS_DIR)
+    except SettingsError as err:
+        raise SystemExit(f"error: {err}") from None
     if getattr(args, "distributed_executor_backend", None):
         extra["distributed-executor-backend"] = args.distributed_executor_backend
     # Kaito runs uvicorn at level error; warning keeps startup problems visible without per-request lines.
@@ -189,19 +193,6 @@ def _plan(args, settings, preset):
         max_model_len=settings.max_model_len or preset.context_length,
         dtype=settings.dtype or "auto",
     )
-
-
-def _model_location(model_path: str | None, preset) -> tuple[str, dict[str, Any]]:
-    """Weights: the flag, else the local builder's cache, else the preset image's folder, else the hub repo."""
-    if model_path:
-        return model_path, {}
-    if preset.local_builder:
-        from runtime.models import ensure_model
-
-        return str(ensure_model(preset.local_builder)), {}
-    if (DEFAULT_WEIGHTS_DIR / "config.json").is_file():  # a preset image's baked weights (as the transformers backend)
-        return str(DEFAULT_WEIGHTS_DIR), {}
-    return preset.hf_repo, {"revision": preset.revision}
 
 
 # --------------------------------------------------------------------------------------------------------------

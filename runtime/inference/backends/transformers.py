@@ -29,7 +29,7 @@ from pathlib import Path
 
 from runtime.inference.backends.base import Delta, EngineStats, GenerationRequest, ModelCard
 from runtime.inference.errors import BadRequest, ModelNotFound, NotImplementedInBackend, ServiceUnavailable
-from runtime.inference.settings import PRESET_IMAGE_WEIGHTS, ServerSettings, SettingsError
+from runtime.inference.settings import ServerSettings, SettingsError, model_location
 
 log = logging.getLogger(__name__)
 
@@ -138,21 +138,6 @@ class TransformersBackend:
 
     # --- loading ---
 
-    def _model_location(self, preset) -> tuple[str, dict]:
-        s = self.settings
-        if s.model_path:
-            path = Path(s.model_path)
-            if not (path / "config.json").is_file():
-                raise SettingsError(f"model_path: {path} has no config.json (expected a save_pretrained folder)")
-            return str(path), {}
-        if preset.local_builder:
-            from runtime.models import ensure_model
-
-            return str(ensure_model(preset.local_builder)), {}
-        if (Path(PRESET_IMAGE_WEIGHTS) / "config.json").is_file():
-            return PRESET_IMAGE_WEIGHTS, {}
-        return preset.hf_repo, {"revision": preset.revision}
-
     def load(self) -> None:
         """Load tokenizer, model and adapters, start the engine. Blocking (minutes for big models)."""
         import torch
@@ -167,7 +152,7 @@ class TransformersBackend:
             raise SettingsError(f"preset: {err}") from None
         if "transformers" not in preset.runtimes:
             raise SettingsError(f"preset: {preset.name} does not support the transformers runtime")
-        location, extra = self._model_location(preset)
+        location, extra = model_location(self.settings.model_path, preset)
         self.model_root = location
         trust = preset.trust_remote_code if s.trust_remote_code is None else s.trust_remote_code
         dtype_name = s.dtype or str(preset.transformers_params.get("torch_dtype", "auto"))
