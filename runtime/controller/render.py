@@ -25,8 +25,10 @@ from runtime.controller.spec import (
     Workspace,
     runtime_of,
 )
+from runtime.images import naming
+from runtime.inference.vllm_launch import INFERENCE_PORT as PORT
+from runtime.inference.vllm_launch import RAY_PORT, leader_address
 
-PORT = 5000
 ADAPTERS_DIR = "/mnt/adapter"
 CONFIG_DIR = "/mnt/config"
 DATA_DIR = "/mnt/data"
@@ -40,7 +42,6 @@ SPEC_HASH_ANNOTATION = "kaito.sh/spec-hash"
 TRAINER_CONTAINER = "trainer"
 """The tuning Job's training container: status.py reads its log for progress."""
 MANAGED_BY = "kaito-runtime"
-RAY_PORT = 6379
 # Weights that are not baked into the image (gated presets: their images may not be public) are downloaded at
 # start into this volume, sized from the preset, instead of the container's own disk.
 WEIGHTS_CACHE_DIR = "/workspace/cache"
@@ -56,7 +57,7 @@ _QUANT_4BIT = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_com
 class RenderSettings:
     """What rendering takes from outside the Workspace (the CLI and the operator fill it from the environment)."""
 
-    registry: str = "mcr.microsoft.com/aks/kaito"
+    registry: str = naming.DEFAULT_REGISTRY
     """Registry of the preset images (env PRESET_REGISTRY_NAME)."""
     data_downloader_image: str = "curlimages/curl:8.11.1"
     """Image of the init container that downloads tuning.input.urls."""
@@ -66,8 +67,7 @@ class RenderSettings:
     @classmethod
     def from_env(cls, environ) -> RenderSettings:
         """Settings from an environment mapping (pass os.environ); PRESET_REGISTRY_NAME as in Kaito."""
-        registry = environ.get("PRESET_REGISTRY_NAME") or cls.registry
-        return cls(registry=registry)
+        return cls(registry=naming.resolve_registry(None, environ))  # checked: a bad value fails here, not in pods
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ def metadata(ws: Workspace, name: str, extra_labels: dict[str, str] | None = Non
 
 def preset_image(preset, settings: RenderSettings, override: str | None = None) -> str:
     """<registry>/kaito-<preset>:<tag>, unless presetOptions.image names another."""
-    return override or f"{settings.registry.rstrip('/')}/{preset.image_name}:{preset.image_tag}"
+    return override or naming.PresetImage(preset, settings.registry.rstrip("/"), preset.image_tag).reference
 
 
 def gpus_per_pod(ws: Workspace, preset, fit: FitReport, settings: RenderSettings) -> int:
@@ -217,10 +217,6 @@ def serve_args(ws: Workspace, preset) -> list[str]:
             "--runtime", runtime_of(ws, preset), "--config", f"{CONFIG_DIR}/{INFERENCE_CONFIG_KEY}"]
 
 
-def leader_address(ws: Workspace) -> str:
-    return f"{ws.name}-0.{ws.name}-headless.{ws.namespace}.svc.cluster.local"
-
-
 def multinode_command(ws: Workspace, preset, fit: FitReport) -> list[str]:
     """The one place that builds the multi-node (Ray leader/worker) command: runtime.inference.vllm_launch owns
     the exact strings (kaito-reference §1.4); pod 0 runs the Ray head and the server, the others join it."""
@@ -233,7 +229,7 @@ def multinode_command(ws: Workspace, preset, fit: FitReport) -> list[str]:
 def multinode_env(ws: Workspace) -> list[dict[str, Any]]:
     return [
         {"name": "POD_INDEX", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}},
-        {"name": "LEADER_ADDRESS", "value": leader_address(ws)},
+        {"name": "LEADER_ADDRESS", "value": leader_address(ws.name, ws.namespace)},
     ]
 
 

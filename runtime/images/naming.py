@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from presets import Preset
@@ -42,10 +43,11 @@ class ImageNameError(ValueError):
     """A registry, tag or licence problem; the message names the field and the fix."""
 
 
-def resolve_registry(flag: str | None = None) -> str:
+def resolve_registry(flag: str | None = None, environ: Mapping[str, str] | None = None) -> str:
     """The registry prefix: the flag, else $PRESET_REGISTRY_NAME, else mcr.microsoft.com/aks/kaito."""
-    registry = (flag or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY).strip().rstrip("/")
-    source = "--registry" if flag else (REGISTRY_ENV if os.environ.get(REGISTRY_ENV) else "default registry")
+    env = os.environ if environ is None else environ
+    registry = (flag or env.get(REGISTRY_ENV) or DEFAULT_REGISTRY).strip().rstrip("/")
+    source = "--registry" if flag else (REGISTRY_ENV if env.get(REGISTRY_ENV) else "default registry")
     if not _REGISTRY.match(registry):
         raise ImageNameError(
             f"{source}: {registry!r} is not a registry; expected host[:port][/path] in lower case, "

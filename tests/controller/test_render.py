@@ -162,6 +162,13 @@ def test_inference_deployment_contract():
         assert m["metadata"]["labels"][spec.LABEL_WORKSPACE] == "phi"
 
 
+def test_a_malformed_registry_is_refused_when_the_settings_are_read():
+    from runtime.images.naming import ImageNameError
+
+    with pytest.raises(ImageNameError, match="PRESET_REGISTRY_NAME"):
+        render.RenderSettings.from_env({"PRESET_REGISTRY_NAME": "My ACR/kaito"})
+
+
 def test_user_config_map_and_registry_override():
     obj = workspace("own", {"inference": {"preset": {"name": "phi-3-mini-4k-instruct"}, "config": "my-config"}},
                     "Standard_NC24ads_A100_v4")
