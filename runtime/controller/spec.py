@@ -301,16 +301,10 @@ def _check_inference(ws: Workspace, inference: InferenceSpec, presets) -> list[P
                 value = None
             if value is None or not 0.0 <= value <= 1.0:
                 problems.append(Problem(f"{base}.strength", f"must be a number in 0..1, got {adapter.strength!r}"))
-    if preset is not None and runtime == "vllm":
-        for i, adapter in enumerate(inference.adapters):
-            try:
-                weighted = adapter.strength is not None and float(adapter.strength) != 1.0
-            except ValueError:
-                weighted = False  # reported above
-            if weighted:
-                problems.append(Problem(f"inference.adapters[{i}].strength", "the vllm runtime serves adapters at "
-                                        "full strength (Kaito issue #998); set the annotation kaito.sh/runtime: "
-                                        "transformers for weighted adapters"))
+            elif value != 1.0 and preset is not None and runtime == "vllm":
+                problems.append(Problem(f"{base}.strength", "the vllm runtime serves adapters at full strength "
+                                        "(Kaito issue #998); set the annotation kaito.sh/runtime: transformers for "
+                                        "weighted adapters"))
     if inference.adapters and preset is not None and not preset.lora_serving:
         problems.append(Problem("inference.adapters", f"preset {preset.name!r} does not support LoRA adapters"))
     return problems
@@ -350,22 +344,19 @@ def check_fit(ws: Workspace, preset) -> FitReport:
     """Plan the workspace with runtime.sizing; a preset that does not fit is an error at resource.instanceType.
 
     `kaito.sh/bypass-resource-checks` turns that error into a warning (Kaito's behaviour). Without an instance
-    type (bring-your-own nodes) or when the sizing package is not installed, nothing is planned: a warning says so.
+    type (bring-your-own nodes) nothing is planned: a warning says so.
     """
+    from runtime.sizing import catalog
+    from runtime.sizing import plan as sizing
+
     report = FitReport()
-    try:
-        from runtime.sizing import catalog
-        from runtime.sizing import plan as sizing
-    except ImportError:
-        report.warnings.append("runtime.sizing is not available: sizing check skipped")
-        return report
     instance_name = ws.instance_type
     if not instance_name:
         report.warnings.append("resource.instanceType is empty (bring-your-own nodes): sizing check skipped")
         return report
     try:
         report.instance = catalog.get_instance_type(instance_name)
-    except (KeyError, LookupError, ValueError) as err:
+    except catalog.UnknownInstanceType as err:
         message = _err_text(err)
         if ws.bypass_resource_checks:
             report.warnings.append(f"resource.instanceType: {message}; sizing skipped")
