@@ -7,9 +7,6 @@ over HTTP, the openai client. Prints the time from "training done" to "adapter a
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import httpx
@@ -17,7 +14,8 @@ import pytest
 
 from runtime.adapters.image import adapter_annotations
 from runtime.adapters.oci import push_adapter
-from tests.support import FRANCE_ANSWER, FRANCE_QUESTION, free_port, wait_http
+from tests.inference.server import run_server
+from tests.support import FRANCE_ANSWER, FRANCE_QUESTION
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 
@@ -26,31 +24,12 @@ BASE = "tiny-llama"
 
 @pytest.fixture
 def server(tiny_model_dir, tmp_path):
-    port = free_port()
     adapters_dir = tmp_path / "adapters"  # empty: the server starts with no adapter
     adapters_dir.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    env.pop("KAITO_API_KEY", None)
-    env.pop("API_KEY", None)
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime.inference", BASE, "--model-path", str(tiny_model_dir), "--host", "127.0.0.1",
-         "--port", str(port), "--adapters-dir", str(adapters_dir), "--torch-threads", "1", "--device", "cpu"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", timeout=240, proc=proc)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        print((tmp_path / "server.log").read_text(errors="replace")[-3000:])
+    args = [BASE, "--model-path", str(tiny_model_dir), "--adapters-dir", str(adapters_dir), "--torch-threads", "1",
+            "--device", "cpu"]
+    with run_server(args, model=BASE, timeout=240) as info:
+        yield info.base_url, info.extra["proc"]
 
 
 def _ask(client, model: str) -> str:

@@ -36,13 +36,15 @@ def run_server(args: list[str], model: str, env: dict[str, str] | None = None, t
     """Run `python -m runtime.inference ARGS --port P` until the block ends; yields a ServerInfo once /health is 200."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="kaito-serve-", suffix=".log")[1])
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+    # A key set in the developer's shell must not leak in: the test decides (env=, api_key=).
+    inherited = {k: v for k, v in os.environ.items() if k not in ("KAITO_API_KEY", "API_KEY", "VLLM_API_KEY")}
+    full_env = {**inherited, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                 **(env or {})}
     cmd = [sys.executable, "-m", "runtime.inference", *args, "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env,
                                 cwd=Path(__file__).resolve().parents[2])
-    info = ServerInfo(f"http://127.0.0.1:{port}", model, api_key or "unused", log)
+    info = ServerInfo(f"http://127.0.0.1:{port}", model, api_key or "unused", log, extra={"proc": proc})
     try:
         try:
             wait_http(f"{info.base_url}/health", timeout=timeout, proc=proc)
