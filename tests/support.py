@@ -42,6 +42,18 @@ def wait_http(url: str, timeout: float = 60.0, ok=(200,), proc=None) -> httpx.Re
     raise TimeoutError(f"{url} not ready after {timeout:.0f}s: {last}")
 
 
+def wait_until(what: str, probe, timeout: float = 60.0, interval: float = 0.1):
+    """Poll `probe` until it returns something truthy and return that; fail naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
 def train_france_lora(model_dir: Path, out_dir: Path, steps: int = 150, seed: int = 0) -> Path:
     """Train the France LoRA on the model in `model_dir` with plain peft; save it to `out_dir`."""
     import torch

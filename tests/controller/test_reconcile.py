@@ -18,23 +18,12 @@ import pytest
 import yaml
 
 from tests.controller.fake_apiserver import FakeKubeAPI
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 OPERATOR = Path(__file__).resolve().parent / "operator_under_test.py"
 NS = "default"
-
-
-def wait_for(what: str, probe, timeout: float = 60.0):
-    """Poll `probe` until it returns something truthy; fail with `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +75,7 @@ def wait_children(api, name: str, kind: str = "inference") -> list[dict]:
     def probe():
         found = [api.get(group, plural, NS, child) for group, plural, child in wanted]
         return found if all(found) else None
-    return wait_for(f"the children of {name}", probe)
+    return wait_until(f"the children of {name}", probe)
 
 
 def conditions(api, name: str) -> dict[str, tuple[str, str]]:
@@ -145,15 +134,15 @@ def test_inference_children_status_and_crashloop(cluster):
         assert child["metadata"]["ownerReferences"][0]["uid"] == uid
         assert child["metadata"]["labels"]["kaito.sh/workspace"] == "ws-phi"
     assert service["spec"]["ports"][0]["port"] == 80 and service["spec"]["clusterIP"].startswith("10.96.")
-    wait_for("status Pending", lambda: state(api, "ws-phi") == "Pending")
+    wait_until("status Pending", lambda: state(api, "ws-phi") == "Pending")
     assert conditions(api, "ws-phi")["ResourceReady"] == ("False", "PodsPending")
 
     create_pod(client, "ws-phi-1", "ws-phi")
     api.write_status("", "pods", NS, "ws-phi-1", pod_status(scheduled=False))
-    wait_for("Unschedulable", lambda: conditions(api, "ws-phi").get("ResourceReady") == ("False", "Unschedulable"))
+    wait_until("Unschedulable", lambda: conditions(api, "ws-phi").get("ResourceReady") == ("False", "Unschedulable"))
 
     api.write_status("", "pods", NS, "ws-phi-1", pod_status(ready=True))
-    wait_for("state Ready", lambda: state(api, "ws-phi") == "Ready")
+    wait_until("state Ready", lambda: state(api, "ws-phi") == "Ready")
     assert conditions(api, "ws-phi") == {
         "ResourceReady": ("True", "PodsScheduled"), "InferenceReady": ("True", "WorkspaceInferenceStatusSuccess"),
         "WorkspaceSucceeded": ("True", "WorkspaceSucceeded"), "WorkspaceReady": ("True", "WorkspaceReady")}
@@ -162,7 +151,7 @@ def test_inference_children_status_and_crashloop(cluster):
     api.write_status("", "pods", NS, "ws-phi-1", pod_status(
         waiting={"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"},
         last_terminated={"reason": "Error", "exitCode": 1}))
-    wait_for("CrashLoopBackOff", lambda: conditions(api, "ws-phi").get("InferenceReady") == ("False", "CrashLoopBackOff"))
+    wait_until("CrashLoopBackOff", lambda: conditions(api, "ws-phi").get("InferenceReady") == ("False", "CrashLoopBackOff"))
     assert state(api, "ws-phi") == "NotReady"
     assert conditions(api, "ws-phi")["WorkspaceReady"][0] == "False"
     message = next(c["message"] for c in api.get("kaito.sh", "workspaces", NS, "ws-phi")["status"]["conditions"]
@@ -171,13 +160,13 @@ def test_inference_children_status_and_crashloop(cluster):
 
     api.write_status("", "pods", NS, "ws-phi-1", pod_status(
         waiting={"reason": "CrashLoopBackOff"}, last_terminated={"reason": "OOMKilled", "exitCode": 137}))
-    wait_for("OOMKilled", lambda: conditions(api, "ws-phi").get("InferenceReady") == ("False", "OOMKilled"))
+    wait_until("OOMKilled", lambda: conditions(api, "ws-phi").get("InferenceReady") == ("False", "OOMKilled"))
 
     # Each change was also posted as an Event on the Workspace (what `kubectl describe workspace` lists).
     def events():
         return {(e["type"], e["reason"]) for e in api.objects("", "events")
                 if e.get("involvedObject", {}).get("name") == "ws-phi"}
-    wait_for("the events", lambda: {("Warning", "CrashLoopBackOff"), ("Warning", "OOMKilled"),
+    wait_until("the events", lambda: {("Warning", "CrashLoopBackOff"), ("Warning", "OOMKilled"),
                                     ("Normal", "WorkspaceInferenceStatusSuccess")} <= events())
 
 
@@ -191,7 +180,7 @@ def test_reconcile_is_idempotent_and_follows_spec_changes(cluster):
     obj["metadata"]["name"] = "ws-idem"
     create_workspace(client, obj)
     wait_children(api, "ws-idem")
-    wait_for("status", lambda: state(api, "ws-idem"))
+    wait_until("status", lambda: state(api, "ws-idem"))
     versions = {(g, p): api.get(g, p, NS, n)["metadata"]["resourceVersion"]
                 for g, p, n in (("apps", "deployments", "ws-idem"), ("", "services", "ws-idem"),
                                 ("", "configmaps", "ws-idem-inference-params"))}
@@ -202,7 +191,7 @@ def test_reconcile_is_idempotent_and_follows_spec_changes(cluster):
     custom = kube.custom_api(client)
     custom.patch_namespaced_custom_object("kaito.sh", "v1beta1", NS, "workspaces", "ws-idem",
                                           {"metadata": {"annotations": {"note": "touched"}}})
-    wait_for("the second reconcile", lambda: "touched" in json.dumps(
+    wait_until("the second reconcile", lambda: "touched" in json.dumps(
         api.get("kaito.sh", "workspaces", NS, "ws-idem")["metadata"].get("annotations", {}).get(
             "kaito.sh/last-handled-configuration", "")))
     for (group, plural), rv in versions.items():
@@ -221,7 +210,7 @@ def test_reconcile_is_idempotent_and_follows_spec_changes(cluster):
         pod = api.get("apps", "deployments", NS, "ws-idem")["spec"]["template"]["spec"]
         return [c["name"] for c in pod.get("initContainers", [])]
 
-    assert wait_for("the adapter puller", init_containers) == ["puller-france"]
+    assert wait_until("the adapter puller", init_containers) == ["puller-france"]
     assert api.get("", "services", NS, "ws-idem")["spec"]["clusterIP"] == ip
     deploy = kubernetes.client.AppsV1Api(client).read_namespaced_deployment("ws-idem", NS)
     assert deploy.metadata.uid == api.get("apps", "deployments", NS, "ws-idem")["metadata"]["uid"]
@@ -238,7 +227,7 @@ def test_invalid_workspace_is_reported_in_status(cluster):
     from runtime.controller import kube
 
     kube.custom_api(client).create_namespaced_custom_object("kaito.sh", "v1beta1", NS, "workspaces", bad)
-    wait_for("status Failed", lambda: state(api, "ws-bad") == "Failed")
+    wait_until("status Failed", lambda: state(api, "ws-bad") == "Failed")
     assert conditions(api, "ws-bad")["WorkspaceSucceeded"] == ("False", "InvalidSpec")
     message = api.get("kaito.sh", "workspaces", NS, "ws-bad")["status"]["conditions"][0]["message"]
     assert "tuning.method" in message and "tuning.output.imagePushSecret" in message
@@ -247,14 +236,14 @@ def test_invalid_workspace_is_reported_in_status(cluster):
     # Fixing the spec reconciles it: the permanent failure was for that spec only.
     kube.custom_api(client).patch_namespaced_custom_object("kaito.sh", "v1beta1", NS, "workspaces", "ws-bad", {
         "tuning": {"method": "lora", "output": {"imagePushSecret": "push"}}})
-    wait_for("the Job", lambda: api.get("batch", "jobs", NS, "ws-bad"))
-    wait_for("state Pending", lambda: state(api, "ws-bad") == "Pending")
+    wait_until("the Job", lambda: api.get("batch", "jobs", NS, "ws-bad"))
+    wait_until("state Pending", lambda: state(api, "ws-bad") == "Pending")
     assert "InvalidSpec" not in {reason for _, reason in conditions(api, "ws-bad").values()}
 
     # Broken again while its Job's pod runs: pod events must not paper over the invalid spec.
     kube.custom_api(client).patch_namespaced_custom_object("kaito.sh", "v1beta1", NS, "workspaces", "ws-bad", {
         "tuning": {"method": "sft"}})
-    wait_for("status Failed again", lambda: state(api, "ws-bad") == "Failed")
+    wait_until("status Failed again", lambda: state(api, "ws-bad") == "Failed")
     create_pod(client, "ws-bad-pod", "ws-bad")
     api.write_status("", "pods", NS, "ws-bad-pod", pod_status(ready=True))
     time.sleep(1.0)  # let the pod events be handled
@@ -275,7 +264,7 @@ def test_tuning_job_whole_life(cluster):
     _, job = wait_children(api, "ws-tune", "tuning")
     assert job["metadata"]["ownerReferences"][0]["uid"] == ws["metadata"]["uid"]
     assert [c["name"] for c in job["spec"]["template"]["spec"]["containers"]] == ["trainer", "pusher"]
-    wait_for("Pending", lambda: state(api, "ws-tune") == "Pending")
+    wait_until("Pending", lambda: state(api, "ws-tune") == "Pending")
     assert conditions(api, "ws-tune")["JobStarted"][0] == "False"
 
     # The Job controller starts a pod; the kubelet runs it; the trainer prints progress events.
@@ -286,9 +275,9 @@ def test_tuning_job_whole_life(cluster):
     api.set_log(NS, "ws-tune-x1", "trainer", "\n".join(json.dumps(e) for e in events) + "\n")
     api.write_status("batch", "jobs", NS, "ws-tune", {"active": 1, "startTime": "2026-01-01T00:00:00Z"})
     api.write_status("", "pods", NS, "ws-tune-x1", pod_status(ready=True))
-    wait_for("Running", lambda: state(api, "ws-tune") == "Running")
+    wait_until("Running", lambda: state(api, "ws-tune") == "Running")
     assert conditions(api, "ws-tune")["JobStarted"] == ("True", "WorkspaceTuningJobStatusStarted")
-    progress = wait_for("progress", lambda: api.get("kaito.sh", "workspaces", NS, "ws-tune")["status"].get(
+    progress = wait_until("progress", lambda: api.get("kaito.sh", "workspaces", NS, "ws-tune")["status"].get(
         "trainingProgress"))
     assert progress == {"event": "log", "step": 120, "total": 300, "loss": 1.8, "epoch": 0.4, "percent": 40.0}
 
@@ -297,7 +286,7 @@ def test_tuning_job_whole_life(cluster):
     api.write_status("batch", "jobs", NS, "ws-tune", {
         "succeeded": 1, "startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:10:00Z",
         "conditions": [{"type": "Complete", "status": "True"}]})
-    wait_for("Succeeded", lambda: state(api, "ws-tune") == "Succeeded")
+    wait_until("Succeeded", lambda: state(api, "ws-tune") == "Succeeded")
     assert conditions(api, "ws-tune")["WorkspaceSucceeded"] == ("True", "WorkspaceSucceeded")
     assert conditions(api, "ws-tune")["WorkspaceReady"] == ("True", "WorkspaceReady")
 
@@ -311,7 +300,7 @@ def test_deleting_the_workspace_deletes_its_children(cluster):
     create_workspace(client, obj)
     wait_children(api, "ws-gone")
     kube.custom_api(client).delete_namespaced_custom_object("kaito.sh", "v1beta1", NS, "workspaces", "ws-gone")
-    wait_for("the Workspace to go", lambda: api.get("kaito.sh", "workspaces", NS, "ws-gone") is None)
+    wait_until("the Workspace to go", lambda: api.get("kaito.sh", "workspaces", NS, "ws-gone") is None)
     for group, plural, name in (("apps", "deployments", "ws-gone"), ("", "services", "ws-gone"),
                                 ("", "configmaps", "ws-gone-inference-params")):
         assert api.get(group, plural, NS, name) is None, plural
@@ -328,18 +317,18 @@ def test_changing_the_plan_swaps_statefulset_and_deployment(cluster):
         "inference": {"preset": {"name": "llama-3.3-70b-instruct"}},
     }
     create_workspace(client, obj)  # 2 x (2 x A100 80GB): the plan needs both nodes
-    sts = wait_for("the StatefulSet", lambda: api.get("apps", "statefulsets", NS, "ws-big"))
+    sts = wait_until("the StatefulSet", lambda: api.get("apps", "statefulsets", NS, "ws-big"))
     assert sts["spec"]["replicas"] == 2
-    assert wait_for("the headless Service", lambda: api.get("", "services", NS, "ws-big-headless"))
-    assert wait_for("the leader Service", lambda: api.get("", "services", NS, "ws-big"))["spec"]["selector"][
+    assert wait_until("the headless Service", lambda: api.get("", "services", NS, "ws-big-headless"))
+    assert wait_until("the leader Service", lambda: api.get("", "services", NS, "ws-big"))["spec"]["selector"][
         "statefulset.kubernetes.io/pod-name"] == "ws-big-0"
     assert api.get("apps", "deployments", NS, "ws-big") is None
 
     # One bigger node fits the model: the StatefulSet and its headless Service give way to a Deployment.
     kube.custom_api(client).patch_namespaced_custom_object("kaito.sh", "v1beta1", NS, "workspaces", "ws-big", {
         "resource": {"instanceType": "Standard_NC80adis_H100_v5", "count": 1}})
-    wait_for("the Deployment", lambda: api.get("apps", "deployments", NS, "ws-big"))
-    wait_for("the StatefulSet to go", lambda: api.get("apps", "statefulsets", NS, "ws-big") is None)
+    wait_until("the Deployment", lambda: api.get("apps", "deployments", NS, "ws-big"))
+    wait_until("the StatefulSet to go", lambda: api.get("apps", "statefulsets", NS, "ws-big") is None)
     assert api.get("", "services", NS, "ws-big-headless") is None
     assert "statefulset.kubernetes.io/pod-name" not in api.get("", "services", NS, "ws-big")["spec"]["selector"]
 

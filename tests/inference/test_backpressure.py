@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from tests.inference.server import run_server
+from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,15 +37,6 @@ def metric(server, name: str) -> float:
     return total
 
 
-def wait_for(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def test_overload_gets_429_and_disconnects_cancel(small_server):
     s = small_server
     url = s.base_url + "/v1/chat/completions"
@@ -53,18 +45,19 @@ def test_overload_gets_429_and_disconnects_cancel(small_server):
             assert r1.status_code == 200
             first = r1.iter_lines()
             next(first)  # the role chunk: request 1 holds its place
-            assert wait_for(lambda: metric(s, "vllm:num_requests_running") == 1)
+            wait_until("request 1 running", lambda: metric(s, "vllm:num_requests_running") == 1)
             with c2.stream("POST", url, json={**LONG, "stream": True}) as r2:
                 assert r2.status_code == 200  # admitted, waiting behind request 1
-                assert wait_for(lambda: metric(s, "vllm:num_requests_waiting") == 1)
+                wait_until("request 2 waiting", lambda: metric(s, "vllm:num_requests_waiting") == 1)
                 over = httpx.post(url, json={**LONG, "max_tokens": 5}, timeout=30)
                 assert over.status_code == 429
                 assert int(over.headers["Retry-After"]) >= 1
                 assert over.json()["error"]["code"] == "rate_limit_exceeded"
                 assert metric(s, "kaito_ratelimit_rejected_total") == 1
             # leaving the blocks closes both connections mid-generation
-    assert wait_for(lambda: metric(s, "kaito_requests_cancelled_total") >= 2)
-    assert wait_for(lambda: metric(s, "vllm:num_requests_running") == 0 and metric(s, "vllm:num_requests_waiting") == 0)
+    wait_until("both cancelled", lambda: metric(s, "kaito_requests_cancelled_total") >= 2)
+    wait_until("an idle engine", lambda: metric(s, "vllm:num_requests_running") == 0
+               and metric(s, "vllm:num_requests_waiting") == 0)
     generated = metric(s, "vllm:generation_tokens_total")
     time.sleep(1.0)
     assert metric(s, "vllm:generation_tokens_total") == generated, "generation went on after the clients left"
@@ -75,8 +68,8 @@ def test_non_streaming_disconnect_cancels(small_server):
     cancelled = metric(s, "kaito_requests_cancelled_total")
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(s.base_url + "/v1/chat/completions", json=LONG, timeout=httpx.Timeout(60, read=1.5))
-    assert wait_for(lambda: metric(s, "kaito_requests_cancelled_total") == cancelled + 1)
-    assert wait_for(lambda: metric(s, "vllm:num_requests_running") == 0)
+    wait_until("the cancellation", lambda: metric(s, "kaito_requests_cancelled_total") == cancelled + 1)
+    wait_until("nothing running", lambda: metric(s, "vllm:num_requests_running") == 0)
     ok = httpx.post(s.base_url + "/v1/chat/completions", json={**LONG, "max_tokens": 3}, timeout=60)
     assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3
 
