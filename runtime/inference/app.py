@@ -26,10 +26,10 @@ from runtime.inference.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 
-def build_serving(backend: Backend, settings: ServerSettings) -> Serving:
-    """Metrics, admission and the serving layer for `backend` (reusable by another app)."""
-    metrics = ServerMetrics(running=lambda: backend.stats().running, waiting=lambda: backend.stats().waiting,
-                            model_name=backend.base_name)
+def build_serving(backend: Backend, settings: ServerSettings, engine_gauges: bool = True) -> Serving:
+    """Metrics, admission and the serving layer for `backend` (reusable by another app). `engine_gauges=False`
+    where the engine exports its own running/waiting gauges (vLLM)."""
+    metrics = ServerMetrics(backend.stats if engine_gauges else None, model_name=backend.base_name)
     admission = Admission(settings.max_batch_size, settings.max_queued_requests, settings.retry_after_s,
                           on_reject=metrics.rejected.inc)
     return Serving(backend, metrics, admission, settings.default_max_tokens)

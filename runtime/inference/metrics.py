@@ -11,6 +11,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from runtime.inference.backends.base import EngineStats
+
 # vLLM's buckets (vllm/v1/metrics/loggers.py), trimmed.
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
                 40.0, 80.0)
@@ -25,13 +27,15 @@ KNOWN_PATHS = {"/chat", "/v1/chat/completions", "/v1/completions", "/v1/models",
 class ServerMetrics:
     CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-    def __init__(self, running: Callable[[], int], waiting: Callable[[], int], model_name: str) -> None:
+    def __init__(self, stats: Callable[[], EngineStats] | None, model_name: str) -> None:
+        """`stats` feeds the running/waiting gauges; None where the engine exports its own (vLLM)."""
         self.registry = r = CollectorRegistry()
         self.model_name = model_name
-        Gauge("vllm:num_requests_running", "Requests in the running batch.", ["model_name"], registry=r).labels(
-            model_name).set_function(running)
-        Gauge("vllm:num_requests_waiting", "Requests admitted but not yet running.", ["model_name"], registry=r).labels(
-            model_name).set_function(waiting)
+        if stats is not None:
+            Gauge("vllm:num_requests_running", "Requests in the running batch.", ["model_name"], registry=r).labels(
+                model_name).set_function(lambda: stats().running)
+            Gauge("vllm:num_requests_waiting", "Requests admitted but not yet running.", ["model_name"],
+                  registry=r).labels(model_name).set_function(lambda: stats().waiting)
         self.ttft = Histogram("vllm:time_to_first_token_seconds", "Time to first token.", ["model_name"],
                               buckets=TTFT_BUCKETS, registry=r)
         self.itl = Histogram("vllm:inter_token_latency_seconds", "Time between output tokens.", ["model_name"],

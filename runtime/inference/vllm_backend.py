@@ -210,8 +210,6 @@ class VllmEngine:
         self.max_model_len = int(engine_client.model_config.max_model_len)
         self.tokenizer = engine_client.get_tokenizer()
         self.chat_template = chat_template
-        self._running = 0
-        self._waiting = 0
 
     # -- models --
     def _loras(self) -> dict:

@@ -79,7 +79,7 @@ def attach(app: FastAPI, backend, settings: ServerSettings, max_num_seqs: int, e
 
     # The gate counts what vLLM batches (its max_num_seqs), not the transformers default.
     settings = settings.model_copy(update={"max_batch_size": max_num_seqs})
-    serving = build_serving(backend, settings)
+    serving = build_serving(backend, settings, engine_gauges=False)  # vLLM exports its own
     app.state.serving = serving
     app.state.backend = backend
     metrics = CombinedMetrics(serving.metrics, engine_registry)
