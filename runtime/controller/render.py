@@ -26,6 +26,7 @@ from runtime.controller.spec import (
     runtime_of,
 )
 from runtime.images import naming
+from runtime.tuning import config as tuning_config
 from runtime.inference.vllm_launch import INFERENCE_PORT as PORT
 from runtime.inference.vllm_launch import RAY_PORT, leader_address
 
@@ -48,9 +49,6 @@ WEIGHTS_CACHE_DIR = "/workspace/cache"
 # Container restarts allowed before a tuning Job fails (Kubernetes' default).
 TUNING_BACKOFF_LIMIT = 6
 
-# Kaito's default training ConfigMaps (charts/kaito/workspace/templates/{qlora,lora}-params.yaml).
-_QUANT_4BIT = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": "bfloat16",
-               "bnb_4bit_use_double_quant": True}
 
 
 @dataclass(frozen=True)
@@ -359,20 +357,10 @@ def render_inference(ws: Workspace, preset, fit: FitReport, settings: RenderSett
 
 
 def default_training_config(preset, method: str) -> dict[str, Any]:
-    """Kaito's qlora/lora default training_config (the Helm templates), with the preset's LoRA target modules."""
+    """The trainer's own defaults for `method` (Kaito's qlora/lora ConfigMaps with checkpoints that resume), with
+    the preset's LoRA target modules and the results volume as output_dir."""
     targets = list(preset.tuning.target_modules) if preset.tuning else []
-    lora: dict[str, Any] = {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0}
-    if targets:
-        lora["target_modules"] = targets
-    return {"training_config": {
-        "ModelConfig": {"torch_dtype": "bfloat16", "local_files_only": True, "device_map": "auto"},
-        "QuantizationConfig": dict(_QUANT_4BIT) if method == "qlora" else {"load_in_4bit": False},
-        "LoraConfig": lora,
-        "TrainingArguments": {"output_dir": RESULTS_DIR, "ddp_find_unused_parameters": False,
-                              "save_strategy": "no", "per_device_train_batch_size": 1},
-        "DataCollator": {"mlm": True},
-        "DatasetConfig": {"shuffle_dataset": True, "train_test_split": 1},
-    }}
+    return tuning_config.default_document(method, output_dir=RESULTS_DIR, target_modules=targets)
 
 
 def training_config_name(ws: Workspace) -> str:

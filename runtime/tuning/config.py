@@ -143,15 +143,19 @@ class TrainingConfig(BaseModel):
 
 
 # Kaito's Helm templates qlora-params / lora-params (charts/kaito/workspace/templates), with our deltas:
-# output_dir <root>/results (Kaito: /mnt/results); save_strategy "steps" every 50 steps (Kaito: "no") so a
-# killed job can resume; mlm off (causal LM).
+# output_dir <root>/results (Kaito: /mnt/results); a checkpoint every 50 steps, the last 3 kept (Kaito:
+# save_strategy "no"), so a killed job resumes; mlm off (causal LM). These are the defaults of the trainer and,
+# through `default_document`, of the ConfigMap the controller renders: one definition for both.
+CHECKPOINT_EVERY_STEPS = 50
+CHECKPOINTS_KEPT = 3
 _COMMON: dict[str, Any] = {
     "ModelConfig": {"torch_dtype": "bfloat16", "local_files_only": True, "device_map": "auto"},
     "LoraConfig": {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0},
     "TrainingArguments": {
         "ddp_find_unused_parameters": False,
         "save_strategy": "steps",
-        "save_steps": 50,
+        "save_steps": CHECKPOINT_EVERY_STEPS,
+        "save_total_limit": CHECKPOINTS_KEPT,
         "per_device_train_batch_size": 1,
         "num_train_epochs": 3,
     },
@@ -170,6 +174,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "lora": {**copy.deepcopy(_COMMON), "QuantizationConfig": {"load_in_4bit": False}},
 }
+
+
+def default_document(method: str, *, output_dir: str, target_modules: list[str] | None = None
+                     ) -> dict[str, Any]:
+    """The `training_config.yaml` document of `method`'s defaults, as the default ConfigMap holds it."""
+    if method not in METHODS:
+        raise ConfigError(f"method {method!r} is not supported; use one of {', '.join(METHODS)}")
+    body = copy.deepcopy(DEFAULTS[method])
+    body["TrainingArguments"] = {"output_dir": output_dir, **body["TrainingArguments"]}
+    if target_modules:
+        body["LoraConfig"]["target_modules"] = list(target_modules)
+    return {"training_config": {section: body[section] for section in SECTIONS}}
 
 
 def output_root() -> Path:
