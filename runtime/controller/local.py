@@ -107,7 +107,7 @@ def tuning_commands(resolved: Resolved, workdir: Path) -> tuple[list[list[str]],
     import yaml
 
     config_file = config_dir / render.TRAINING_CONFIG_KEY
-    config = render.default_training_config(preset, tuning.method)
+    config = render.default_training_config(preset, tuning.method, resolved.fit)
     config["training_config"]["TrainingArguments"]["output_dir"] = str(results_dir)
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     commands.append([*_kaito(), "tune", "--preset", preset.name, "--method", tuning.method, "--config",

@@ -26,9 +26,9 @@ from runtime.controller.spec import (
     runtime_of,
 )
 from runtime.images import naming
-from runtime.tuning import config as tuning_config
 from runtime.inference.vllm_launch import INFERENCE_PORT as PORT
 from runtime.inference.vllm_launch import RAY_PORT, leader_address
+from runtime.tuning import config as tuning_config
 
 ADAPTERS_DIR = "/mnt/adapter"
 CONFIG_DIR = "/mnt/config"
@@ -356,11 +356,13 @@ def render_inference(ws: Workspace, preset, fit: FitReport, settings: RenderSett
 # Tuning
 
 
-def default_training_config(preset, method: str) -> dict[str, Any]:
+def default_training_config(preset, method: str, fit: FitReport) -> dict[str, Any]:
     """The trainer's own defaults for `method` (Kaito's qlora/lora ConfigMaps with checkpoints that resume), with
-    the preset's LoRA target modules and the results volume as output_dir."""
+    the preset's LoRA target modules, the results volume as output_dir, and the sizing plan's dtype (float16
+    below compute capability 8.0). Without a plan (no known GPU) the trainer picks the dtype for its device."""
     targets = list(preset.tuning.target_modules) if preset.tuning else []
-    return tuning_config.default_document(method, output_dir=RESULTS_DIR, target_modules=targets)
+    return tuning_config.default_document(method, output_dir=RESULTS_DIR, target_modules=targets,
+                                          dtype=getattr(fit.plan, "dtype", None))
 
 
 def training_config_name(ws: Workspace) -> str:
@@ -382,7 +384,7 @@ def render_tuning(ws: Workspace, preset, fit: FitReport, settings: RenderSetting
     out: list[dict[str, Any]] = []
     if not tuning.config:
         out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(ws, training_config_name(ws)),
-                    "data": {TRAINING_CONFIG_KEY: yaml.safe_dump(default_training_config(preset, tuning.method),
+                    "data": {TRAINING_CONFIG_KEY: yaml.safe_dump(default_training_config(preset, tuning.method, fit),
                                                                  sort_keys=False)}})
     image = preset_image(preset, settings, tuning.preset.preset_options.image)
     gpus = gpus_per_pod(ws, preset, fit, settings)

@@ -42,7 +42,9 @@ class ModelConfigSection(_Closed):
     """Accepted for compatibility; the adapter's metadata records the preset's pinned revision."""
     trust_remote_code: bool = False
     """Only allowed when the preset needs it."""
-    torch_dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
+    torch_dtype: Literal["bfloat16", "float16", "float32", "auto"] | None = None
+    """None: the trainer picks for the device it runs on (`resolve_dtypes`). bfloat16 on a GPU without it
+    (compute capability below 8.0) becomes float16."""
     device_map: str = "auto"
     """`auto` means the first GPU, or the CPU when there is none."""
     chat_template: str | None = None
@@ -66,7 +68,8 @@ class QuantizationConfigSection(_Closed):
     llm_int8_threshold: float = 6.0
     llm_int8_skip_modules: list[str] | None = None
     llm_int8_has_fp16_weight: bool = False
-    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = "float32"
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] | None = None
+    """As ModelConfig.torch_dtype: None picks for the device."""
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = "fp4"
     bnb_4bit_use_double_quant: bool = False
     bnb_4bit_quant_storage: str | None = None
@@ -149,7 +152,9 @@ class TrainingConfig(BaseModel):
 CHECKPOINT_EVERY_STEPS = 50
 CHECKPOINTS_KEPT = 3
 _COMMON: dict[str, Any] = {
-    "ModelConfig": {"torch_dtype": "bfloat16", "local_files_only": True, "device_map": "auto"},
+    # No dtype: the rendered ConfigMap writes the sizing plan's (float16 below compute capability 8.0), and the
+    # trainer picks for its device when none is given (Kaito's templates say bfloat16 everywhere).
+    "ModelConfig": {"local_files_only": True, "device_map": "auto"},
     "LoraConfig": {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0},
     "TrainingArguments": {
         "ddp_find_unused_parameters": False,
@@ -168,7 +173,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "QuantizationConfig": {
             "load_in_4bit": True,
             "bnb_4bit_quant_type": "nf4",
-            "bnb_4bit_compute_dtype": "bfloat16",
             "bnb_4bit_use_double_quant": True,
         },
     },
@@ -176,16 +180,50 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def default_document(method: str, *, output_dir: str, target_modules: list[str] | None = None
-                     ) -> dict[str, Any]:
-    """The `training_config.yaml` document of `method`'s defaults, as the default ConfigMap holds it."""
+def default_document(method: str, *, output_dir: str, target_modules: list[str] | None = None,
+                     dtype: str | None = None) -> dict[str, Any]:
+    """The `training_config.yaml` document of `method`'s defaults, as the default ConfigMap holds it; `dtype`
+    (the sizing plan's, when the GPU is known) fills both dtype fields."""
     if method not in METHODS:
         raise ConfigError(f"method {method!r} is not supported; use one of {', '.join(METHODS)}")
     body = copy.deepcopy(DEFAULTS[method])
     body["TrainingArguments"] = {"output_dir": output_dir, **body["TrainingArguments"]}
+    if dtype:
+        body["ModelConfig"] = {"torch_dtype": dtype, **body["ModelConfig"]}
+        if body["QuantizationConfig"].get("load_in_4bit"):
+            body["QuantizationConfig"]["bnb_4bit_compute_dtype"] = dtype
     if target_modules:
         body["LoraConfig"]["target_modules"] = list(target_modules)
     return {"training_config": {section: body[section] for section in SECTIONS}}
+
+
+def resolve_dtypes(config: TrainingConfig, *, gpu: bool, native_bf16: bool, device: str) -> tuple[str, bool] | None:
+    """Fix ModelConfig.torch_dtype and (when quantizing) bnb_4bit_compute_dtype for the device. Returns the one
+    line saying what was picked and why, and whether an asked value was overridden; None when the config already
+    holds what runs there.
+
+    Unset: bfloat16 where the device computes it natively, else float16 on a GPU and float32 on a CPU (a CPU
+    without AVX512_BF16/AMX emulates bf16: 6-8x slower than fp32, measured). bfloat16 asked on a GPU without it
+    (V100, T4: compute capability below 8.0) becomes float16, so Kaito's bf16 templates still run there.
+    """
+    fields = [(config.ModelConfig, "torch_dtype")]
+    if config.QuantizationConfig.enabled:
+        fields.append((config.QuantizationConfig, "bnb_4bit_compute_dtype"))
+    fast = "bfloat16" if native_bf16 else ("float16" if gpu else "float32")
+    changes, overridden = [], False
+    for section, name in fields:
+        asked = getattr(section, name)
+        if asked is None:
+            picked, why = fast, "not set"
+        elif asked == "bfloat16" and gpu and not native_bf16:
+            picked, why, overridden = "float16", "bfloat16 asked, which this GPU lacks", True
+        else:
+            continue
+        setattr(section, name, picked)
+        changes.append(f"{type(section).__name__.removesuffix('Section')}.{name} {picked} ({why})")
+    if not changes:
+        return None
+    return f"dtype for {device}: " + "; ".join(changes), overridden
 
 
 def output_root() -> Path:

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.tuning.config import ConfigError, TrainingConfig, default_config_path, load_config, output_root
+from runtime.tuning.config import (
+    ConfigError,
+    TrainingConfig,
+    default_config_path,
+    load_config,
+    output_root,
+    resolve_dtypes,
+)
 from runtime.tuning.status import SENTINEL
 
 log = logging.getLogger(__name__)
@@ -126,6 +133,34 @@ def device_memory_gib() -> tuple[str, float]:
     return "cpu", float("inf")
 
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bfloat16 in hardware (AVX512_BF16 or AMX), from /proc/cpuinfo's flags."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def settle_dtypes(config: TrainingConfig) -> None:
+    """resolve_dtypes for the device this job runs on, logging what it picked."""
+    import torch
+
+    if torch.cuda.is_available():
+        capability = torch.cuda.get_device_capability(0)
+        device = f"cuda:0 ({torch.cuda.get_device_name(0)}, compute capability {capability[0]}.{capability[1]})"
+        said = resolve_dtypes(config, gpu=True, native_bf16=capability >= (8, 0), device=device)
+    else:
+        native = cpu_has_native_bf16()
+        device = f"the CPU ({'with' if native else 'without'} AVX512_BF16/AMX)"
+        said = resolve_dtypes(config, gpu=False, native_bf16=native, device=device)
+    if said:
+        line, overridden = said
+        log.log(logging.WARNING if overridden else logging.INFO, line)
+
+
 def check_memory(preset, config: TrainingConfig) -> dict[str, float] | None:
     """Refuse, with the sizing plan's numbers, when the estimate is over the device's free memory."""
     from runtime.sizing.plan import PlanError, estimate_tuning_memory
@@ -136,7 +171,8 @@ def check_memory(preset, config: TrainingConfig) -> dict[str, float] | None:
     try:
         estimate = estimate_tuning_memory(preset, config.method, batch_size=batch, seq_len=seq_len,
                                           gradient_checkpointing=bool(train.get("gradient_checkpointing", True)),
-                                          lora_rank=int(config.LoraConfig.get("r", 8)))
+                                          lora_rank=int(config.LoraConfig.get("r", 8)),
+                                          dtype=config.ModelConfig.torch_dtype)
     except PlanError as err:
         raise TuneError(f"memory plan: {err}") from None
     device, free = device_memory_gib()
@@ -253,11 +289,13 @@ def sft_config(config: TrainingConfig, checkpoints: Path, has_eval: bool):
         args["eval_strategy"] = "no"
     elif "eval_strategy" not in args:
         args["eval_strategy"] = "epoch"
-    # bf16 autocast on a GPU (TRL's default). On CPU it made a step ~40% slower (measured, SmolLM2 QLoRA) and
-    # adds little: a bf16 base (or bnb's bf16 compute dtype) already runs its matmuls in bf16.
+    # Autocast on a GPU in the compute dtype (settle_dtypes made it one the GPU has). On CPU bf16 autocast made a
+    # step ~40% slower (measured, SmolLM2 QLoRA) and adds little: a bf16 base already runs its matmuls in bf16.
     if "bf16" not in args and "fp16" not in args:
-        args["bf16"] = torch.cuda.is_available() and (config.ModelConfig.torch_dtype == "bfloat16" or (
-            config.QuantizationConfig.enabled and config.QuantizationConfig.bnb_4bit_compute_dtype == "bfloat16"))
+        qc = config.QuantizationConfig
+        compute = qc.bnb_4bit_compute_dtype if qc.enabled else config.ModelConfig.torch_dtype
+        args["bf16"] = torch.cuda.is_available() and compute == "bfloat16"
+        args["fp16"] = torch.cuda.is_available() and compute == "float16"
     if not torch.cuda.is_available():
         args.setdefault("use_cpu", True)
     # Inputs are tokenised and masked by runtime.tuning.masking already; TRL builds labels from the mask.
@@ -319,6 +357,7 @@ def run(opts: TuneOptions) -> int:
         return _push_step(opts, output_dir, preset, method)
 
     assistant_only = bool(config.TrainingArguments.get("assistant_only_loss", True))
+    settle_dtypes(config)
     if opts.memory_check:
         check_memory(preset, config)
 
@@ -387,6 +426,9 @@ def run(opts: TuneOptions) -> int:
             "base_model": preset.hf_repo,
             "revision": preset.revision,
             "method": method,
+            "torch_dtype": config.ModelConfig.torch_dtype,
+            "compute_dtype": (config.QuantizationConfig.bnb_4bit_compute_dtype if config.QuantizationConfig.enabled
+                              else config.ModelConfig.torch_dtype),
             "data_digest": f"sha256:{prepared.digest}",
             "data_rows": prepared.rows,
             "bad_rows": prepared.bad_rows,

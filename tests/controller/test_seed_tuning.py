@@ -62,7 +62,8 @@ def test_the_rendered_config_is_the_trainers_own_defaults():
     body = training_config(rendered_seed())["training_config"]
     from_file = tuning_config.build_config(body, "qlora").model_dump()
     built_in = tuning_config.build_config({}, "qlora").model_dump()
-    filled = {("LoraConfig", "target_modules"), ("TrainingArguments", "output_dir")}
+    filled = {("LoraConfig", "target_modules"), ("TrainingArguments", "output_dir"), ("ModelConfig", "torch_dtype"),
+              ("QuantizationConfig", "bnb_4bit_compute_dtype")}
     for section, fields in from_file.items():
         if not isinstance(fields, dict):
             assert fields == built_in[section]
@@ -70,3 +71,20 @@ def test_the_rendered_config_is_the_trainers_own_defaults():
         for key in set(fields) | set(built_in[section]):
             if (section, key) not in filled:
                 assert fields.get(key) == built_in[section].get(key), f"{section}.{key}"
+
+
+def test_the_v100_gets_float16_and_an_a100_bfloat16():
+    body = training_config(rendered_seed())["training_config"]
+    assert body["ModelConfig"]["torch_dtype"] == "float16"
+    assert body["QuantizationConfig"]["bnb_4bit_compute_dtype"] == "float16"
+    on_a100 = copy.deepcopy(SEED)
+    on_a100["resource"]["instanceType"] = "Standard_NC24ads_A100_v4"
+    body = training_config(rendered_seed(on_a100))["training_config"]
+    assert body["ModelConfig"]["torch_dtype"] == "bfloat16" == body["QuantizationConfig"]["bnb_4bit_compute_dtype"]
+
+
+def test_the_trainer_keeps_the_rendered_float16_on_the_v100():
+    body = training_config(rendered_seed())["training_config"]
+    config = tuning_config.build_config(body, "qlora")
+    said = tuning_config.resolve_dtypes(config, gpu=True, native_bf16=False, device="cuda:0 (Tesla V100)")
+    assert said is None and config.ModelConfig.torch_dtype == "float16"

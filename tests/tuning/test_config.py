@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.tuning.config import ConfigError, build_config, load_config
+from runtime.tuning.config import ConfigError, build_config, load_config, resolve_dtypes
 from tests.tuning.helpers import write_config
 
 
@@ -16,10 +16,11 @@ def _root(tmp_path, monkeypatch):
 def test_qlora_defaults_are_kaitos(tmp_path):
     cfg = build_config(method="qlora")
     q = cfg.QuantizationConfig
-    assert (q.load_in_4bit, q.bnb_4bit_quant_type, q.bnb_4bit_compute_dtype, q.bnb_4bit_use_double_quant) == (
-        True, "nf4", "bfloat16", True)
+    assert (q.load_in_4bit, q.bnb_4bit_quant_type, q.bnb_4bit_use_double_quant) == (True, "nf4", True)
     assert cfg.LoraConfig == {"r": 8, "lora_alpha": 8, "lora_dropout": 0.0}
-    assert cfg.ModelConfig.torch_dtype == "bfloat16" and cfg.ModelConfig.local_files_only
+    assert cfg.ModelConfig.local_files_only
+    # No dtype by default: the render writes the plan's, the trainer picks for its device otherwise.
+    assert cfg.ModelConfig.torch_dtype is None and q.bnb_4bit_compute_dtype is None
     assert cfg.TrainingArguments["per_device_train_batch_size"] == 1
     assert cfg.TrainingArguments["num_train_epochs"] == 3
     assert cfg.DatasetConfig.train_test_split == 1 and cfg.DatasetConfig.shuffle_dataset
@@ -94,3 +95,52 @@ def test_file_shape_errors(tmp_path):
 def test_relative_output_dir_is_under_root(tmp_path):
     cfg = build_config({"TrainingArguments": {"output_dir": "runs/a"}})
     assert cfg.output_dir == tmp_path.resolve() / "runs" / "a"
+
+
+V100 = {"gpu": True, "native_bf16": False, "device": "cuda:0 (Tesla V100, compute capability 7.0)"}
+A100 = {"gpu": True, "native_bf16": True, "device": "cuda:0 (A100, compute capability 8.0)"}
+AVX2_CPU = {"gpu": False, "native_bf16": False, "device": "the CPU (without AVX512_BF16/AMX)"}
+AMX_CPU = {"gpu": False, "native_bf16": True, "device": "the CPU (with AVX512_BF16/AMX)"}
+
+
+@pytest.mark.parametrize(("device", "picked"), [(V100, "float16"), (A100, "bfloat16"), (AVX2_CPU, "float32"),
+                                                (AMX_CPU, "bfloat16")])
+def test_unset_dtypes_follow_what_the_device_runs_fast(device, picked):
+    cfg = build_config(method="qlora")
+    line, overridden = resolve_dtypes(cfg, **device)
+    assert cfg.ModelConfig.torch_dtype == picked == cfg.QuantizationConfig.bnb_4bit_compute_dtype
+    assert not overridden
+    assert line == (f"dtype for {device['device']}: ModelConfig.torch_dtype {picked} (not set); "
+                    f"QuantizationConfig.bnb_4bit_compute_dtype {picked} (not set)")
+
+
+def test_bf16_asked_on_a_gpu_without_it_falls_back_to_fp16_with_one_line():
+    cfg = build_config({"ModelConfig": {"torch_dtype": "bfloat16"},
+                        "QuantizationConfig": {"load_in_4bit": True, "bnb_4bit_compute_dtype": "bfloat16"}}, "qlora")
+    line, overridden = resolve_dtypes(cfg, **V100)
+    assert overridden and "\n" not in line
+    assert cfg.ModelConfig.torch_dtype == "float16" == cfg.QuantizationConfig.bnb_4bit_compute_dtype
+    assert "ModelConfig.torch_dtype float16 (bfloat16 asked, which this GPU lacks)" in line
+    assert "Tesla V100" in line
+
+
+@pytest.mark.parametrize("device", [A100, AVX2_CPU, AMX_CPU])
+def test_an_asked_dtype_is_kept_where_the_device_can_run_it(device):
+    cfg = build_config({"ModelConfig": {"torch_dtype": "bfloat16"}}, "lora")
+    assert resolve_dtypes(cfg, **device) is None
+    assert cfg.ModelConfig.torch_dtype == "bfloat16"
+
+
+def test_lora_leaves_the_unused_compute_dtype_alone():
+    cfg = build_config({"ModelConfig": {"torch_dtype": "float32"}}, "lora")
+    assert resolve_dtypes(cfg, **V100) is None
+    assert cfg.QuantizationConfig.bnb_4bit_compute_dtype is None
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    from runtime.tuning.trainer import cpu_has_native_bf16
+
+    assert not cpu_has_native_bf16("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert cpu_has_native_bf16("flags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert cpu_has_native_bf16("flags\t\t: fpu avx2 amx_bf16 amx_tile\n")
+    assert not cpu_has_native_bf16("model name\t: avx512_bf16 in a name, not a flag\n")

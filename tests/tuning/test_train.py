@@ -37,7 +37,10 @@ def _lora_b_norm(path) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["qlora", "lora"])
-def test_every_format_trains(tmp_path, method):
+def test_every_format_trains(tmp_path, method, caplog):
+    from runtime.tuning.trainer import cpu_has_native_bf16
+
+    caplog.set_level("INFO", logger="runtime.tuning.trainer")
     for fmt, name in MIXED.items():
         write(tmp_path / "data" / name, rows(fmt, 4))
     out = tmp_path / f"out-{method}"
@@ -48,6 +51,11 @@ def test_every_format_trains(tmp_path, method):
     assert not (out / "checkpoints").exists()  # removed once the adapter is complete
     meta = json.loads((out / "tuning_metadata.json").read_text())
     assert meta["base_preset"] == "tiny-llama" and meta["method"] == method and meta["revision"] == "local"
+    # No dtype asked: the trainer picks what this CPU runs fast, and says so in one line.
+    fast = "bfloat16" if cpu_has_native_bf16() else "float32"
+    assert meta["torch_dtype"] == meta["compute_dtype"] == fast
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dtype for the CPU")]
+    assert len(said) == 1 and f"ModelConfig.torch_dtype {fast} (not set)" in said[0]
     assert meta["data_rows"] == 24 and meta["steps"] == 4 and meta["data_digest"].startswith("sha256:")
     assert math.isfinite(meta["final_metrics"]["train_loss"])
     assert meta["target_modules"] == sorted(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
