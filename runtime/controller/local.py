@@ -19,6 +19,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from runtime import httplog
 from runtime.controller import render
 from runtime.controller.spec import Resolved, runtime_of
 
@@ -86,9 +87,7 @@ def tuning_commands(resolved: Resolved, workdir: Path) -> tuple[list[list[str]],
         d.mkdir(parents=True, exist_ok=True)
     commands: list[list[str]] = []
     if tuning.input.urls:
-        for url in tuning.input.urls:
-            name = url.split("?")[0].split("#")[0].rsplit("/", 1)[-1]
-            commands.append(["curl", "-sSfL", "--retry", "2", "-o", str(data_dir / name), url])
+        commands.append([*_kaito(), "data", "fetch", "--to", str(data_dir), *tuning.input.urls])
     elif tuning.input.image:
         from runtime.cli import CommandError
 
@@ -160,7 +159,8 @@ def run(resolved: Resolved, *, engine: str = "process", port: int = 5000, image:
         raise CommandError(f"--engine {engine}: {engine} is not installed")
     try:
         for command in commands:
-            print("+ " + shlex.join(command), file=sys.stderr, flush=True)
+            shown = [httplog.redact(arg) if "://" in arg and "?" in arg else arg for arg in command]
+            print("+ " + shlex.join(shown), file=sys.stderr, flush=True)  # no query strings: SAS tokens
             if dry_run:
                 continue
             code = _call(command, env)

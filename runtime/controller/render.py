@@ -57,8 +57,6 @@ class RenderSettings:
 
     registry: str = naming.DEFAULT_REGISTRY
     """Registry of the preset images (env PRESET_REGISTRY_NAME)."""
-    data_downloader_image: str = "curlimages/curl:8.11.1"
-    """Image of the init container that downloads tuning.input.urls."""
     default_gpus: int = 1
     """GPUs per pod when no sizing plan says otherwise (bring-your-own nodes)."""
 
@@ -369,16 +367,6 @@ def training_config_name(ws: Workspace) -> str:
     return ws.tuning.config or f"{ws.name}-{ws.tuning.method}-params"
 
 
-def _download_script() -> str:
-    # Kaito's data-downloader.sh: 3 tries per URL, HTTP 200 and a non-empty file, name = basename without ?/#.
-    return (
-        "set -e; for url in $DATA_URLS; do "
-        'f="${url%%\\?*}"; f="${f%%#*}"; f="$DATA_VOLUME_PATH/${f##*/}"; '
-        'for i in 1 2 3; do curl -sSfL -o "$f" "$url" && [ -s "$f" ] && break; '
-        'if [ "$i" = 3 ]; then echo "download failed: $url" >&2; exit 1; fi; sleep 5; done; done'
-    )
-
-
 def render_tuning(ws: Workspace, preset, fit: FitReport, settings: RenderSettings) -> list[dict[str, Any]]:
     tuning = ws.tuning
     out: list[dict[str, Any]] = []
@@ -400,11 +388,11 @@ def render_tuning(ws: Workspace, preset, fit: FitReport, settings: RenderSetting
     else:
         volumes.append({"name": "data-volume", "emptyDir": {}})
         if source.urls:
+            # Our own image and fetcher (retries, resume, a size limit, no credentials in logs), not a curl image
+            # from another registry; files are named by their basename without the query, as Kaito's are.
             init_containers.append({
-                "name": "data-downloader", "image": settings.data_downloader_image,
-                "command": ["/bin/sh", "-c", _download_script()],
-                "env": [{"name": "DATA_URLS", "value": " ".join(source.urls)},
-                        {"name": "DATA_VOLUME_PATH", "value": DATA_DIR}],
+                "name": "data-downloader", "image": image,
+                "command": ["kaito", "data", "fetch", "--to", DATA_DIR, *source.urls],
                 "volumeMounts": [data_mount]})
         else:
             # The dataset image holds its files under /data (Kaito's layout); copy them with the image's own shell.

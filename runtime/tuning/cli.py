@@ -57,8 +57,37 @@ def handle(args: argparse.Namespace) -> int:
         raise CommandError(str(err)) from None
 
 
+def handle_fetch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from runtime.cli import CommandError
+    from runtime.tuning.config import DatasetConfigSection
+    from runtime.tuning.fetch import DownloadError, fetch_all
+
+    defaults = DatasetConfigSection()
+    try:
+        fetch_all(args.urls, Path(args.to), max_bytes=args.max_bytes or defaults.max_download_bytes,
+                  retries=defaults.download_retries if args.retries is None else args.retries)
+    except DownloadError as err:
+        raise CommandError(f"data download failed: {err}", code=1) from None
+    return 0
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("tune", help="fine-tune a preset with LoRA/QLoRA from a Kaito training_config.yaml",
                        description="Fine-tune a preset with LoRA or QLoRA (Kaito's tuning job).")
     _add_arguments(p)
     p.set_defaults(handler=handle)
+
+    data = sub.add_parser("data", help="training data: fetch URLs (the tuning Job's data-downloader)")
+    data_sub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    fetch = data_sub.add_parser(
+        "fetch", help="download http(s) URLs into a folder, each named by its basename without the query",
+        description="Download each URL into --to (Kaito's data-downloader): retries, resume of a partial file, "
+                    "a size limit; a file already there is kept. URLs are logged without credentials or query.")
+    fetch.add_argument("urls", nargs="+", metavar="URL")
+    fetch.add_argument("--to", default=os.environ.get("DATA_VOLUME_PATH", "/mnt/data"),
+                       help="destination folder (default $DATA_VOLUME_PATH, else /mnt/data)")
+    fetch.add_argument("--max-bytes", type=int, help="refuse a file larger than this (default 20 GiB)")
+    fetch.add_argument("--retries", type=int, help="retries per URL after the first try (default 3)")
+    fetch.set_defaults(handler=handle_fetch)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.tuning.config import DatasetConfigSection as DatasetConfig
-from runtime.tuning.fetch import download, is_url, sha256_of
+from runtime.tuning.fetch import check_distinct_names, download, is_url, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class PreparedData:
 
 def resolve_sources(sources: list[str], data_dir: Path, root: Path, cfg: DatasetConfig) -> list[Path]:
     """Local files for every source: URLs are downloaded into `data_dir`, folders expanded."""
+    check_distinct_names([s for s in sources if is_url(s)])
     files: list[Path] = []
     for source in sources:
         if is_url(source):

@@ -1,7 +1,8 @@
 """Download training data from http(s) URLs: size limit, retries, resume with Range, sha256 logged.
 
-Kaito's data-downloader init container does `curl` with 3 retries into /mnt/data; this does the same in
-process, and a retry continues a partial file (`<name>.part`) where the server honours `Range`.
+Kaito's data-downloader init container does `curl` with 3 retries into /mnt/data; ours runs `kaito data fetch`
+(this module) in the preset image, and the trainer uses it for URL sources too. A retry continues a partial file
+(`<name>.part`) where the server honours `Range`.
 """
 
 from __future__ import annotations
@@ -105,3 +106,22 @@ def download(url: str, dest_dir: Path, *, max_bytes: int, retries: int = 3, time
     # The sha256 is logged once, by data.prepare, which hashes every file it reads.
     log.info("downloaded %s -> %s (%d bytes)", _redact(url), target, target.stat().st_size)
     return target
+
+
+def check_distinct_names(urls: list[str]) -> None:
+    """Refuse URLs that would be saved under one file name (the second would silently reuse the first)."""
+    seen: dict[str, str] = {}
+    for url in urls:
+        name = file_name(url)
+        if name in seen:
+            raise DownloadError(f"{_redact(seen[name])} and {_redact(url)} would both be saved as {name}")
+        seen[name] = url
+
+
+def fetch_all(urls: list[str], dest_dir: Path, *, max_bytes: int, retries: int) -> list[Path]:
+    """Download every URL into `dest_dir`, each named by its basename without the query string."""
+    bad = [_redact(u) for u in urls if not is_url(u)]
+    if bad:
+        raise DownloadError(f"not an http(s) URL: {', '.join(bad)}")
+    check_distinct_names(urls)
+    return [download(url, dest_dir, max_bytes=max_bytes, retries=retries) for url in urls]

@@ -136,7 +136,8 @@ def test_run_local_dry_run_prints_the_pod_commands(capsys):
     assert "-m runtime.cli serve tiny-llama --port 5055" in err and "--runtime transformers" in err
     assert main(["run", "-f", str(TUNING), "--local", "--dry-run"]) == 0
     steps = [line for line in capsys.readouterr().err.splitlines() if line.startswith("+ ")]
-    assert steps[0].startswith("+ curl -sSfL") and "train-00000-of-00001" in steps[0]
+    assert " -m runtime.cli data fetch --to " in steps[0] and "train-00000-of-00001" in steps[0]
+    assert "?download=true" not in steps[0]  # printed without the query: it may hold a SAS token
     assert " tune --preset phi-3-mini-128k-instruct --method qlora " in steps[1]
     assert " adapter push --wait-for " in steps[2] and steps[2].endswith("ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1")
 

@@ -220,8 +220,10 @@ def test_tuning_job_with_urls_and_pusher():
     assert job["spec"]["backoffLimit"] > 0
     init = pod["initContainers"][0]
     assert init["name"] == "data-downloader"
-    assert {"name": "DATA_URLS", "value": "https://example.com/d/train.parquet?download=true"} in init["env"]
     trainer, pusher = pod["containers"]
+    assert init["image"] == trainer["image"]  # our fetcher, in the preset image
+    assert init["command"] == ["kaito", "data", "fetch", "--to", "/mnt/data",
+                               "https://example.com/d/train.parquet?download=true"]
     assert trainer["command"] == ["kaito", "tune", "--preset", "phi-3-mini-128k-instruct", "--method", "qlora",
                                   "--config", "/mnt/config/training_config.yaml", "--data", "/mnt/data",
                                   "--output-dir", "/mnt/results"]

@@ -10,6 +10,7 @@ import copy
 
 import yaml
 
+import presets
 from runtime.controller import render, spec
 from runtime.tuning import config as tuning_config
 
@@ -88,3 +89,13 @@ def test_the_trainer_keeps_the_rendered_float16_on_the_v100():
     config = tuning_config.build_config(body, "qlora")
     said = tuning_config.resolve_dtypes(config, gpu=True, native_bf16=False, device="cuda:0 (Tesla V100)")
     assert said is None and config.ModelConfig.torch_dtype == "float16"
+
+
+def test_every_container_of_the_seed_job_runs_our_preset_image():
+    pod = rendered_seed()["Job/workspace-tuning-phi-3"]["spec"]["template"]["spec"]
+    ours = render.preset_image(presets.get("phi-3-mini-128k-instruct"), render.RenderSettings())
+    containers = pod["initContainers"] + pod["containers"]
+    assert {c["image"] for c in containers} == {ours}
+    assert ours.startswith(render.RenderSettings().registry + "/")
+    downloader = pod["initContainers"][0]
+    assert downloader["command"] == ["kaito", "data", "fetch", "--to", render.DATA_DIR, SEED["tuning"]["input"]["urls"][0]]
