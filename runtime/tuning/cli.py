@@ -13,7 +13,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", action="append", default=[], metavar="PATH|URL",
                    help="training data: file, folder or http(s) URL; repeat for several "
                    "(default DatasetConfig.dataset_path, else the first file under /mnt/data)")
-    p.add_argument("--output-dir", help="where the adapter goes (under $KAITO_OUTPUT_ROOT, default /mnt)")
+    p.add_argument("--output-dir", help="where the adapter goes (default TrainingArguments.output_dir, else "
+                   "/mnt/results)")
     p.add_argument("--config", help="training_config.yaml (default $YAML_FILE_PATH, else "
                    "/mnt/config/training_config.yaml when present, else Kaito's defaults)")
     p.add_argument("--model-path", help="folder of the base weights (not needed for local presets)")
@@ -36,15 +37,19 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from runtime.cli import CommandError
     from runtime.tuning.config import ConfigError
     from runtime.tuning.data import DataError
-    from runtime.tuning.fetch import DownloadError
+    from runtime.tuning.fetch import DownloadError, is_url
     from runtime.tuning.masking import TemplateError
     from runtime.tuning.trainer import TuneError, TuneOptions, run
 
+    # Paths typed here are the user's, relative to the current directory (the config file's are under /mnt).
+    data = [d if is_url(d) else str(Path(d).resolve()) for d in args.data]
     opts = TuneOptions(
-        preset=args.preset, method=args.method, data=args.data, output_dir=args.output_dir, config=args.config,
+        preset=args.preset, method=args.method, data=data, output_dir=args.output_dir, config=args.config,
         model_path=args.model_path, output_image=args.output_image, max_steps=args.max_steps, epochs=args.epochs,
         save_steps=args.save_steps, packing=args.packing, batch_size=args.batch_size, max_length=args.max_length,
         learning_rate=args.learning_rate, seed=args.seed, metrics_port=args.metrics_port,

@@ -227,7 +227,7 @@ def resolve_dtypes(config: TrainingConfig, *, gpu: bool, native_bf16: bool, devi
 
 
 def output_root() -> Path:
-    """Outputs must stay under this folder (Kaito: /mnt). `KAITO_OUTPUT_ROOT` moves it for local runs."""
+    """Output dirs from a config file must stay under this folder (Kaito: /mnt); `KAITO_OUTPUT_ROOT` moves it."""
     return Path(os.environ.get("KAITO_OUTPUT_ROOT") or DEFAULT_OUTPUT_ROOT).resolve()
 
 
@@ -281,10 +281,12 @@ def _infer_method(body: dict[str, Any]) -> str:
 
 
 def build_config(body: dict[str, Any] | None = None, method: str | None = None,
-                 overrides: dict[str, dict[str, Any]] | None = None) -> TrainingConfig:
+                 overrides: dict[str, dict[str, Any]] | None = None, output_dir: str | None = None) -> TrainingConfig:
     """Defaults for `method`, then the file's sections `body`, then `overrides` (from flags); validated.
 
     Without an explicit method, a file that switches quantization off means lora, anything else qlora.
+    `output_dir` is one the user typed (`--output-dir`): their decision, relative to the current directory and
+    not held to the output root, which guards only paths that come from a config file or a Workspace.
     """
     body = body or {}
     unknown = sorted(set(body) - set(SECTIONS))
@@ -302,7 +304,10 @@ def build_config(body: dict[str, Any] | None = None, method: str | None = None,
         config = TrainingConfig(method=method, **merged)
     except ValidationError as err:
         raise ConfigError(_describe(err)) from None
-    _check_output_dir(config)
+    if output_dir is not None:
+        config.TrainingArguments["output_dir"] = str(Path(output_dir).resolve())
+    else:
+        _check_output_dir(config)
     return config
 
 
@@ -324,12 +329,12 @@ def _check_output_dir(config: TrainingConfig) -> None:
     path = path.resolve()
     if path != root and root not in path.parents:
         raise ConfigError(f"TrainingArguments.output_dir {raw!r} is outside the output root {root} "
-                          "(set KAITO_OUTPUT_ROOT for local runs)")
+                          "(choose a folder with --output-dir, or move the root with KAITO_OUTPUT_ROOT)")
     config.TrainingArguments["output_dir"] = str(path)
 
 
 def load_config(path: Path | None, method: str | None = None,
-                overrides: dict[str, dict[str, Any]] | None = None) -> TrainingConfig:
-    """Read `path` (or only the defaults when None) and apply `overrides`."""
+                overrides: dict[str, dict[str, Any]] | None = None, output_dir: str | None = None) -> TrainingConfig:
+    """Read `path` (or only the defaults when None) and apply `overrides` and a typed `output_dir`."""
     body = read_file(path) if path is not None else {}
-    return build_config(body, method, overrides)
+    return build_config(body, method, overrides, output_dir)

@@ -14,9 +14,11 @@ share is over `DatasetConfig.max_bad_rows_fraction`.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +106,11 @@ def _read(path: Path, cfg: DatasetConfig):
                 return datasets.Dataset.from_file(str(path))
             except Exception:  # an Arrow IPC stream rather than a file: let the builder read it
                 pass
+        if fmt == "csv":  # every cell as the file wrote it ("4", "12.50", "TRUE"), not as pandas would guess it
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                header = next(csv.reader(f), [])
+            strings = datasets.Features({name: datasets.Value("string") for name in header})
+            return datasets.load_dataset("csv", data_files=str(path), split="train", features=strings)
         return datasets.load_dataset(fmt, data_files=str(path), split="train")
     except Exception as err:
         raise DataError(f"{path}: cannot read as {fmt}: {type(err).__name__}: {err}") from None
@@ -113,9 +120,14 @@ def _read(path: Path, cfg: DatasetConfig):
 
 
 def _text(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise BadRow(f"{what} is {type(value).__name__}, not text")
-    return value
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):  # an empty cell
+        raise BadRow(f"{what} is missing")
+    if isinstance(value, (bool, int, float)):
+        # An answer column of numbers (4, 12, ...) or booleans is text to a chat: as JSON writes it ("4", "true").
+        return json.dumps(value)
+    raise BadRow(f"{what} is {type(value).__name__}, not text")
 
 
 def _check_chat(messages: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -50,6 +50,8 @@ class TuneOptions:
     data: list[str] = field(default_factory=list)
     """Files, folders or http(s) URLs; default DatasetConfig.dataset_path, else the first file in /mnt/data."""
     output_dir: str | None = None
+    """The user's choice: any folder (relative to the current directory); the output-root guard is for config
+    files."""
     config: str | None = None
     model_path: str | None = None
     output_image: str | None = None
@@ -72,7 +74,7 @@ class TuneOptions:
 def overrides_from(opts: TuneOptions) -> dict[str, dict[str, Any]]:
     """Config sections set by flags."""
     train: dict[str, Any] = {}
-    for key, value in (("output_dir", opts.output_dir), ("max_steps", opts.max_steps),
+    for key, value in (("max_steps", opts.max_steps),
                        ("num_train_epochs", opts.epochs), ("save_steps", opts.save_steps),
                        ("packing", opts.packing), ("per_device_train_batch_size", opts.batch_size),
                        ("max_length", opts.max_length), ("learning_rate", opts.learning_rate), ("seed", opts.seed)):
@@ -346,7 +348,7 @@ def push(output_dir: Path, ref: str, preset, method: str, insecure: bool) -> Non
 def run(opts: TuneOptions) -> int:
     """Train (or resume, or only push) as `opts` and the config file say; returns the exit code."""
     config_path = Path(opts.config) if opts.config else default_config_path()
-    config = load_config(config_path, opts.method, overrides_from(opts))
+    config = load_config(config_path, opts.method, overrides_from(opts), opts.output_dir)
     method = config.method
     preset = resolve_preset(opts.preset, method)
     output_dir = config.output_dir
@@ -369,7 +371,9 @@ def run(opts: TuneOptions) -> int:
     events = EventLog(output_dir)
     sources = list(opts.data) or ([config.DatasetConfig.dataset_path] if config.DatasetConfig.dataset_path
                                   else [os.environ.get("DATASET_FOLDER_PATH", DATASET_FOLDER)])
-    data_dir = Path(os.environ.get("DATA_VOLUME_PATH") or root / "data")
+    # URLs are fetched into Kaito's data volume, or next to the adapter when the user chose a folder of their own.
+    under_root = output_dir == root or root in output_dir.parents
+    data_dir = Path(os.environ.get("DATA_VOLUME_PATH") or (root / "data" if under_root else output_dir / "data"))
     prepared = data_mod.prepare(sources, config.DatasetConfig, data_dir=data_dir, root=root)
     events.write("data", files=[str(f) for f in prepared.files], digest=prepared.digest, rows=prepared.rows,
                  bad_rows=prepared.bad_rows, bad_examples=prepared.bad_examples, formats=prepared.formats,

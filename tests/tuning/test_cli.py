@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -44,9 +45,28 @@ def test_bad_config(tmp_path, capsys, body, args, expected):
 def test_config_from_env_and_output_dir_flag(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("YAML_FILE_PATH", str(write_config(tmp_path / "c.yaml", {"Oops": {}})))
     assert _tune(capsys, "--preset", "tiny-llama")[1].count("['Oops']") == 1
-    monkeypatch.delenv("YAML_FILE_PATH")
-    code, err = _tune(capsys, "--preset", "tiny-llama", "--output-dir", "/var/adapter")
-    assert code == 2 and "output_dir '/var/adapter' is outside the output root" in err
+
+
+@pytest.mark.slow
+def test_a_typed_output_dir_and_data_path_are_the_users_choice(tmp_path):
+    """`kaito tune --output-dir ./out` was refused ("outside the output root /mnt") unless KAITO_OUTPUT_ROOT was
+    set; paths typed on the command line are now relative to the current directory, like any tool's."""
+    work = tmp_path / "project"
+    write(work / "chats.jsonl", rows("messages", 4))
+    env = {k: v for k, v in os.environ.items() if k not in ("KAITO_OUTPUT_ROOT", "YAML_FILE_PATH")}
+    done = subprocess.run([sys.executable, "-m", "runtime.cli", "tune", "--preset", "tiny-llama", "--data",
+                           "chats.jsonl", "--output-dir", "./out", "--max-steps", "2", "--metrics-port", "0"],
+                          cwd=work, env={**env, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+                                         "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {"adapter_config.json", "adapter_model.safetensors", "fine_tuning_completed.txt"} <= {
+        p.name for p in (work / "out").iterdir()}
+    # The guard stays for a config file's output_dir.
+    config = write_config(tmp_path / "c.yaml", {"TrainingArguments": {"output_dir": str(work / "out2")}})
+    done = subprocess.run([sys.executable, "-m", "runtime.cli", "tune", "--preset", "tiny-llama", "--config",
+                           str(config)], cwd=work, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and f"output_dir '{work / 'out2'}' is outside the output root /mnt" in done.stderr
 
 
 def test_bad_preset_and_method(tmp_path, capsys):

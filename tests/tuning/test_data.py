@@ -88,7 +88,7 @@ def test_too_many_bad_rows_is_fatal_and_names_rows(tmp_path):
     with pytest.raises(DataError) as err:
         _prepare(tmp_path, [str(path)])
     assert "4 of 10 rows are bad" in str(err.value) and "max_bad_rows_fraction" in str(err.value)
-    assert "row 6: output is NoneType, not text" in str(err.value)
+    assert "row 6: output is missing" in str(err.value)
     assert len(_prepare(tmp_path, [str(path)], max_bad_rows_fraction=0.5).train) == 6  # configurable
 
 
@@ -135,3 +135,21 @@ def test_download_limits_and_errors(tmp_path):
             download(f"{srv.url}/missing.jsonl", tmp_path / "dl", max_bytes=10**6)
     with pytest.raises(DownloadError, match="failed after 2 attempts"):
         download(f"{srv.url}/d.jsonl", tmp_path / "dl", max_bytes=10**6, retries=1, backoff_s=0.01)
+
+
+def test_numbers_and_booleans_where_text_is_expected_are_their_text(tmp_path):
+    """A new user's CSV whose answer column holds numbers was rejected row by row ("output is int, not text")."""
+    csv_path = tmp_path / "sums.csv"
+    csv_path.write_text("instruction,input,output\nWhat is 2+2?,,4\nWhat is 6+6?,,12\nHalf of 25?,,12.50\n"
+                        "Is water wet?,,TRUE\n")
+    data = _prepare(tmp_path, [str(csv_path)])
+    assert data.bad_rows == 0
+    answers = [m[-1]["content"] for m in data.train["messages"]]
+    assert sorted(answers) == ["12", "12.50", "4", "TRUE"]  # as the file wrote them, not as pandas guessed
+    json_path = write(tmp_path / "mixed.jsonl", [{"prompt": "2+2?", "completion": 4},
+                                                 {"prompt": 7, "completion": True},
+                                                 {"prompt": "Half of 25?", "completion": 12.5}])
+    data = _prepare(tmp_path, [str(json_path)])
+    assert data.bad_rows == 0
+    chats = sorted((m[0]["content"], m[1]["content"]) for m in data.train["messages"])
+    assert chats == [("2+2?", "4"), ("7", "true"), ("Half of 25?", "12.5")]
