@@ -28,6 +28,7 @@ class ProgressCallback(TrainerCallback):
         self._step0 = 0
         self._last_loss: float | None = None
         self._counted = 0
+        self._resumed_from: int | None = None
 
     def _tokens(self, state) -> int:
         return int(getattr(state, "num_input_tokens_seen", 0) or 0)
@@ -36,6 +37,8 @@ class ProgressCallback(TrainerCallback):
         self._t0 = time.monotonic()
         self._tokens0 = self._tokens(state)
         self._step0 = state.global_step
+        if state.global_step:  # the trainer restored a checkpoint: say so for as long as this run lasts
+            self._resumed_from = state.global_step
         if self.metrics:
             self.metrics.running.set(1)
             self.metrics.total.set(state.max_steps)
@@ -71,6 +74,8 @@ class ProgressCallback(TrainerCallback):
             "eta_seconds": round(eta, 1) if eta is not None else None,
             "updated": round(time.time(), 3),
         }
+        if self._resumed_from is not None:
+            self.status["resumed_from_step"] = self._resumed_from
         write_status(self.output_dir, self.status)
         if self.metrics:
             self.metrics.step.set(state.global_step)
