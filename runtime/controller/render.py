@@ -50,7 +50,6 @@ WEIGHTS_CACHE_DIR = "/workspace/cache"
 TUNING_BACKOFF_LIMIT = 6
 
 
-
 @dataclass(frozen=True)
 class RenderSettings:
     """What rendering takes from outside the Workspace (the CLI and the operator fill it from the environment)."""
