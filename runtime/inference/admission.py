@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from contextlib import asynccontextmanager
 
-from runtime.inference.errors import Overloaded, error_body
+from runtime.inference.errors import BadRequest, Overloaded, error_body
 
 
 class Admission:
@@ -20,8 +20,15 @@ class Admission:
         self.in_system = 0
         self._on_reject = on_reject
 
-    def acquire(self, count: int = 1) -> Ticket:
-        """Take `count` places (n choices use n) or raise Overloaded; give them back with `ticket.release()`."""
+    def acquire(self, count: int = 1, param: str | None = None) -> Ticket:
+        """Take `count` places (n choices use n) or raise Overloaded; give them back with `ticket.release()`.
+
+        More places than the server ever has is the request's fault, not the load's: a 400 naming `param`
+        (retrying a 429 could never succeed)."""
+        if count > self.capacity:
+            raise BadRequest(f"{param or 'request'}: {count} sequences in one request, but this server runs at most "
+                             f"{self.capacity} at once (max_batch_size + max_queued_requests); send fewer",
+                             param=param)
         if self.in_system + count > self.capacity:
             if self._on_reject:
                 self._on_reject()
@@ -34,9 +41,9 @@ class Admission:
         return Ticket(self, count)
 
     @asynccontextmanager
-    async def slot(self, count: int = 1):
-        """Hold `count` places for the duration of the block, or raise Overloaded."""
-        ticket = self.acquire(count)
+    async def slot(self, count: int = 1, param: str | None = None):
+        """Hold `count` places for the duration of the block, or raise Overloaded (BadRequest if it never fits)."""
+        ticket = self.acquire(count, param)
         try:
             yield
         finally:

@@ -22,6 +22,7 @@ from runtime.inference.errors import install_error_handlers
 from runtime.inference.metrics import HttpMetricsMiddleware, ServerMetrics
 from runtime.inference.serving import Serving
 from runtime.inference.settings import ServerSettings
+from runtime.inference.unicode_check import ValidUnicodeMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ def build_app(settings: ServerSettings, backend: Backend | None = None,
     app.include_router(adapters_router(serving))
     install_error_handlers(app)
     key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.add_middleware(ValidUnicodeMiddleware)  # innermost: it sees the JSON content type JsonBody sets
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(ApiKeyMiddleware, api_key=key)
     app.add_middleware(HttpMetricsMiddleware, metrics=serving.metrics)

@@ -1,7 +1,10 @@
 """Our pydantic request and response models: the OpenAI subset we serve and Kaito's /chat body.
 
 Unknown OpenAI fields are accepted and logged (clients send many optional ones); fields whose meaning we cannot
-honour with a non-default value (logprobs, penalties...) are rejected with a 400 naming the field.
+honour with a non-default value (logprobs, penalties...) are rejected with a 400 naming the field. Numbers are
+finite (NaN and Infinity, which Python's JSON reader accepts, are refused) and integers that reach the engine stay
+within what it can hold (a seed fits in 64 bits). Text is checked for valid Unicode before these models see it
+(api/checks.py).
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+SEED_MAX = 2**63 - 1
+"""The largest seed a torch generator (and vLLM) takes."""
+
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     def unknown_fields(self) -> list[str]:
         return sorted((self.model_extra or {}).keys())
@@ -50,7 +56,7 @@ class _SamplingFields(_Lenient):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = Field(None, description="Up to 4 strings that end the text (not included).")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Reproducible sampling for this request.")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Reproducible sampling for this request.")
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     logprobs: Any = None
@@ -132,8 +138,8 @@ class CompletionResponse(BaseModel):
 
 
 class LoadLoraRequest(BaseModel):
-    lora_name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    lora_path: str = Field(..., min_length=1, description="Adapter folder, or oci://registry/repo:tag.")
+    lora_name: str = Field(..., min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    lora_path: str = Field(..., min_length=1, max_length=4096, description="Adapter folder, or oci://registry/repo:tag.")
 
 
 class UnloadLoraRequest(BaseModel):
@@ -146,7 +152,7 @@ class UnloadLoraRequest(BaseModel):
 class GenerateKwargs(BaseModel):
     """Kaito's defaults; extra keys are accepted like Kaito's (and rejected if the engine cannot honour them)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     max_length: int = Field(200, ge=1, description="Prompt plus generated tokens, as in transformers.")
     min_length: int = Field(0, ge=0)
@@ -159,7 +165,7 @@ class GenerateKwargs(BaseModel):
     typical_p: float = Field(1.0, gt=0.0, le=1.0)
     repetition_penalty: float = Field(1.0, gt=0.0)
     max_new_tokens: int | None = Field(None, ge=1, description="If set, wins over max_length (transformers' rule).")
-    seed: int | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=SEED_MAX)
 
 
 class KaitoMessage(BaseModel):
@@ -168,6 +174,8 @@ class KaitoMessage(BaseModel):
 
 
 class UnifiedRequestModel(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     prompt: str | None = None
     return_full_text: bool = True
     clean_up_tokenization_spaces: bool = False

@@ -54,8 +54,13 @@ class Serving:
 
     def token_budget(self, prompt_len: int, max_tokens: int | None, prompt_param: str,
                      max_tokens_param: str = "max_tokens", default: int | None = None) -> int:
-        """max_tokens capped by the context; 400 naming the limit for a prompt that leaves no room."""
+        """max_tokens capped by the context; 400 naming the limit for a prompt that leaves no room, and for an
+        empty one (vLLM's rule: the decoder prompt cannot be empty; a tokenizer that adds BOS makes "" one token,
+        which is served)."""
         limit = self.backend.max_model_len
+        if prompt_len == 0:
+            raise BadRequest(f"{prompt_param}: the prompt is empty after tokenization; the decoder prompt cannot be "
+                             "empty", param=prompt_param)
         if prompt_len >= limit:
             raise BadRequest(
                 f"{prompt_param}: the prompt is {prompt_len} tokens but this model's context (max_model_len) is "

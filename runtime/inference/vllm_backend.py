@@ -241,9 +241,16 @@ class VllmEngine:
         return list(self.tokenizer.encode(prompt))
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, chat_template=self.chat_template
-        )
+        from jinja2 import TemplateError
+
+        from runtime.inference.errors import BadRequest
+
+        try:
+            ids = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, chat_template=self.chat_template
+            )
+        except TemplateError as err:  # templates raise on roles or orders they do not take
+            raise BadRequest(f"messages: the model's chat template refused them: {err}", param="messages") from None
         if hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return list(ids)
@@ -294,6 +301,15 @@ class VllmEngine:
 
     async def load_adapter(self, name: str, path: str) -> None:
         from vllm.entrypoints.serve.lora.protocol import LoadLoRAAdapterRequest
+
+        from runtime.adapters.folder import AdapterFolderError, check_adapter_folder
+        from runtime.inference.errors import BadRequest
+
+        if not path.startswith("oci://"):  # the same folder rule as the transformers backend, before vLLM reads it
+            try:
+                check_adapter_folder(path)
+            except AdapterFolderError as err:
+                raise BadRequest(f"lora_path: {err}", param="lora_path") from None
 
         result = await self.state.openai_serving_models.load_lora_adapter(
             LoadLoRAAdapterRequest(lora_name=name, lora_path=path)

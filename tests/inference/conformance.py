@@ -27,6 +27,7 @@ __all__ = [
     "test_seed_makes_sampling_reproducible",
     "test_raw_sse_framing_as_curl_sees_it",
     "test_bad_input_gets_4xx_envelope_and_server_keeps_serving",
+    "test_requests_the_engine_cannot_run_get_400_and_break_nothing",
     "test_health_and_metrics",
 ]
 
@@ -161,6 +162,60 @@ def test_bad_input_gets_4xx_envelope_and_server_keeps_serving(server):
     assert "context" in error["message"] or "length" in error["message"]
     resp = _greedy_chat(server, max_tokens=2)
     assert resp.choices[0].message.content is not None
+
+
+SURROGATE = "x\ud800y"  # a lone UTF-16 surrogate: valid JSON (as an escape), not valid Unicode
+
+
+def _bad_adapter(tmp_path, config: str | None) -> str:
+    folder = tmp_path / "bad-adapter"
+    folder.mkdir(exist_ok=True)
+    (folder / "adapter_model.safetensors").write_bytes(b"\x00" * 16)
+    if config is not None:
+        (folder / "adapter_config.json").write_text(config)
+    return str(folder)
+
+
+# (route, body, the field the 400 must name); the adapter paths are filled in by the test.
+HOSTILE = {
+    "empty prompt": ("/v1/completions", {"prompt": "", "max_tokens": 4, "temperature": 0}, "prompt"),
+    "empty prompt in a list": ("/v1/completions", {"prompt": [""], "max_tokens": 4, "temperature": 0}, "prompt"),
+    "surrogate in a prompt": ("/v1/completions", {"prompt": SURROGATE, "max_tokens": 2}, "prompt"),
+    "surrogate in a message": ("/v1/chat/completions", {"messages": [{"role": "user", "content": SURROGATE}],
+                                                        "max_tokens": 2}, "messages[0].content"),
+    "surrogate in /chat": ("/chat", {"prompt": SURROGATE}, "prompt"),
+    "surrogate in /chat messages": ("/chat", {"messages": [{"role": "user", "content": SURROGATE}]},
+                                    "messages[0].content"),
+    "seed past 64 bits on /chat": ("/chat", {"prompt": "hi", "generate_kwargs": {"seed": 2**64}},
+                                   "generate_kwargs.seed"),
+    "infinite temperature on /chat": ("/chat", {"prompt": "hi", "generate_kwargs": {"temperature": float("inf")}},
+                                      "generate_kwargs.temperature"),
+    "adapter path too long": ("/v1/load_lora_adapter", {"lora_name": "bad", "lora_path": "/tmp/" + "a" * 300},
+                              "lora_path"),
+    "adapter config not JSON": ("/v1/load_lora_adapter", {"lora_name": "bad", "lora_path": "not json"}, "lora_path"),
+    "adapter config empty": ("/v1/load_lora_adapter", {"lora_name": "bad", "lora_path": "{}"}, "lora_path"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_requests_the_engine_cannot_run_get_400_and_break_nothing(server, case, tmp_path):
+    path, body, field = HOSTILE[case]
+    if path == "/v1/load_lora_adapter" and body["lora_path"] in ("not json", "{}"):
+        body = {**body, "lora_path": _bad_adapter(tmp_path, body["lora_path"])}
+    if path != "/chat":
+        body = {"model": server.model, **body} if "lora_name" not in body else body
+    # allow_nan: Python's JSON writes Infinity, as careless clients do
+    content = json.dumps(body, allow_nan=True).encode()
+    r = httpx.post(server.base_url + path, content=content, timeout=60,
+                   headers={**_headers(server), "Content-Type": "application/json"})
+    if path == "/chat":  # Kaito's shape
+        assert r.status_code == 400, (r.status_code, r.text)
+        assert r.json()["detail"].startswith(field), r.text
+    else:
+        _assert_envelope(r, 400, field)
+    # Nothing broke: the server is healthy and the next normal request answers.
+    assert httpx.get(server.base_url + "/health").status_code == 200
+    assert _greedy_chat(server, max_tokens=2).choices[0].message.content is not None
 
 
 def test_health_and_metrics(server):

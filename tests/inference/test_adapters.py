@@ -6,6 +6,7 @@ weighted combination (served by default, e.g. on /chat) must answer like france:
 would break it.
 """
 
+import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -107,6 +108,25 @@ def test_load_rejects_bad_paths(adapter_server, tmp_path):
     assert r.status_code == 400 and r.json()["error"]["param"] == "lora_path"
     r = httpx.post(adapter_server.base_url + "/v1/unload_lora_adapter", json={"lora_name": "never-loaded"})
     assert r.status_code == 404
+
+
+@pytest.mark.parametrize("change", [{"target_modules": ["no_such_module"]}, {"r": 4}])
+def test_an_adapter_that_does_not_fit_the_model_is_400_and_changes_nothing(adapter_server, france_adapter, tmp_path,
+                                                                           change):
+    """Its folder is well-formed, but peft cannot load it into this model (modules it lacks, shapes that differ)."""
+    s = adapter_server
+    before = {model: answer(s, model) for model in ("tiny-llama", "france")}
+    misfit = tmp_path / "misfit"
+    shutil.copytree(france_adapter, misfit)
+    config = json.loads((misfit / "adapter_config.json").read_text())
+    (misfit / "adapter_config.json").write_text(json.dumps({**config, **change}))
+    r = httpx.post(s.base_url + "/v1/load_lora_adapter", json={"lora_name": "misfit", "lora_path": str(misfit)},
+                   timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "lora_path", r.text
+    assert "cannot be loaded into tiny-llama" in r.json()["error"]["message"]
+    assert "misfit" not in [m["id"] for m in httpx.get(s.base_url + "/v1/models").json()["data"]]
+    assert {model: answer(s, model) for model in before} == before
+    assert httpx.get(s.base_url + "/health").status_code == 200
 
 
 @pytest.mark.registry

@@ -314,3 +314,57 @@ def test_kaito_inference_config_with_vllm_keys_is_accepted(tmp_path):
     cfg.write_text("max-queued-requestz: 7\n")
     with pytest.raises(SettingsError, match="max-queued-requestz"):
         resolve_settings({}, {}, cfg)
+
+
+# --- refused at the door ---
+
+
+def test_an_empty_prompt_is_400_before_the_engine(client, fake):
+    r = client.post("/v1/completions", json={"prompt": ["fine", ""], "max_tokens": 2})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt[1]"
+    assert "cannot be empty" in r.json()["error"]["message"]
+    assert fake.requests == []  # nothing reached the engine
+    # One token (what a tokenizer that adds BOS makes of "") is a prompt: served, as vLLM serves it.
+    assert client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).status_code == 200
+
+
+def test_a_request_that_never_fits_is_400_not_429(fake):
+    with TestClient(build_app(ServerSettings(max_batch_size=2, max_queued_requests=1), backend=fake)) as c:
+        r = c.post("/v1/completions", json={"prompt": ["a", "b", "c", "d"], "max_tokens": 1})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt" and "Retry-After" not in r.headers
+        assert "at most 3 at once" in r.json()["error"]["message"]
+        r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "a"}], "n": 4,
+                                                 "stream": True})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+        assert c.post("/v1/completions", json={"prompt": ["a", "b", "c"], "max_tokens": 1}).status_code == 200
+        assert c.app.state.serving.admission.in_system == 0
+
+
+def test_lone_surrogates_are_found_and_named():
+    from runtime.inference.unicode_check import find_in_body, lone_surrogate
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "ok"}, {"role": "user", "content": "x\ud800"}]}
+    assert lone_surrogate(body) == ("messages[1].content", 1)
+    assert lone_surrogate({"bad\udc00key": 1}) == ("bad\\udc00key", 3)
+    assert lone_surrogate(["fine", {"a": [1, 2.5, None, True]}]) is None
+    # A pair of escapes is one character (an emoji): valid.
+    assert find_in_body(b'{"prompt": "\\ud83d\\ude00"}') is None
+    assert find_in_body(b'{"prompt": "a\\uDFFFb"}') == "prompt"
+    assert find_in_body(b'"\\ud800"') == "body"
+    assert find_in_body(b'{"prompt": "\\\\ud800 is text"}') is None  # an escaped backslash, not an escape
+    deep = b"[" * 100000 + b"]" * 100000
+    assert find_in_body(deep + b'"\\ud800"') is None  # not JSON: left to the route's own validation
+
+
+def test_a_lone_surrogate_is_400_on_every_route(client, fake):
+    def post(path, body):  # json.dumps writes the surrogate as an escape, as a client's JSON library would
+        return client.post(path, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+
+    r = post("/v1/chat/completions", {"messages": [{"role": "user", "content": "a\ud800"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].content"
+    r = client.post("/chat", content=b'{"prompt": "a\\ud800"}', headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("prompt: not valid Unicode")
+    r = post("/v1/load_lora_adapter", {"lora_name": "a", "lora_path": "/x\udfff"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "lora_path"
+    assert fake.requests == []
+    assert client.post("/v1/completions", json={"prompt": "\U0001f600", "max_tokens": 1}).status_code == 200

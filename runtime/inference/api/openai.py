@@ -79,8 +79,8 @@ def openai_router(serving: Serving) -> APIRouter:
         rid, created, shown = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body.model or model
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)
-            return await _stream_response(serving, jobs, _chat_chunks(rid, created, shown, jobs, usage))
-        async with serving.admission.slot(len(jobs)):
+            return await _stream_response(serving, jobs, _chat_chunks(rid, created, shown, jobs, usage), "n")
+        async with serving.admission.slot(len(jobs), "n"):
             results = await cancel_on_disconnect(request, serving.complete_many(jobs))
         completion = sum(r.completion_tokens for r in results)
         return {
@@ -99,18 +99,21 @@ def openai_router(serving: Serving) -> APIRouter:
         if not prompts:
             raise BadRequest("prompt: give at least one prompt", param="prompt")
         jobs, echoes, prompt_tokens = [], [], 0
-        for prompt in prompts:
+        for i, prompt in enumerate(prompts):
             ids = backend.encode_prompt(prompt)
             prompt_tokens += len(ids)
-            budget = serving.token_budget(len(ids), body.max_tokens, "prompt", default=16)
+            param = "prompt" if isinstance(body.prompt, str) else f"prompt[{i}]"
+            budget = serving.token_budget(len(ids), body.max_tokens, param, default=16)
             for _ in range(body.n):
                 jobs.append(Job(ids, _params(body, budget), model, body.stop_list()))
                 echoes.append(prompt if body.echo else "")
         rid, created, shown = f"cmpl-{uuid.uuid4().hex}", int(time.time()), body.model or model
+        count_param = "prompt" if len(prompts) > 1 else "n"
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)
-            return await _stream_response(serving, jobs, _completion_chunks(rid, created, shown, jobs, echoes, usage))
-        async with serving.admission.slot(len(jobs)):
+            return await _stream_response(serving, jobs, _completion_chunks(rid, created, shown, jobs, echoes, usage),
+                                          count_param)
+        async with serving.admission.slot(len(jobs), count_param):
             results = await cancel_on_disconnect(request, serving.complete_many(jobs))
         completion = sum(r.completion_tokens for r in results)
         return {
@@ -124,11 +127,11 @@ def openai_router(serving: Serving) -> APIRouter:
     return router
 
 
-async def _stream_response(serving: Serving, jobs: list[Job], chunks) -> StreamingResponse:
+async def _stream_response(serving: Serving, jobs: list[Job], chunks, count_param: str) -> StreamingResponse:
     # Take the admission places now, so an overloaded server answers 429 before the stream starts. They are given
     # back when the stream ends, fails or is closed, or (if the client left before the body ever started, so the
     # generator never ran) when the generator is garbage-collected.
-    ticket = serving.admission.acquire(len(jobs))
+    ticket = serving.admission.acquire(len(jobs), count_param)
 
     async def body():
         try:

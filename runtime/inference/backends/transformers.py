@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from runtime.adapters.folder import AdapterFolderError, check_adapter_folder
+from runtime.adapters.image import ADAPTER_FILES
 from runtime.inference.backends.base import Delta, EngineStats, GenerationRequest, ModelCard
 from runtime.inference.errors import BadRequest, ModelNotFound, NotImplementedInBackend, ServiceUnavailable
 from runtime.inference.settings import ServerSettings, SettingsError, model_location
@@ -34,7 +36,6 @@ from runtime.inference.settings import ServerSettings, SettingsError, model_loca
 log = logging.getLogger(__name__)
 
 COMBINED_ADAPTER = "combined_adapter"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def discover_adapters(adapters_dir: str | Path) -> dict[str, Path]:
@@ -294,11 +295,12 @@ class TransformersBackend:
                 raise BadRequest(f"lora_path: pulling {path} failed: {err}", param="lora_path") from None
         else:
             dest, local = None, Path(path)
-        missing = [f for f in ADAPTER_FILES if not (local / f).is_file()]
-        if missing:
+        try:
+            check_adapter_folder(local)
+        except AdapterFolderError as err:
             if dest is not None:
                 shutil.rmtree(dest, ignore_errors=True)
-            raise BadRequest(f"lora_path: {local} lacks {', '.join(missing)}", param="lora_path")
+            raise BadRequest(f"lora_path: {err}", param="lora_path") from None
 
         def load():
             with self.manager.pause():
@@ -307,15 +309,26 @@ class TransformersBackend:
                                                            is_trainable=False)
                     self._peft.base_model.disable_adapter_layers()  # the base stays the active model
                 else:
-                    self._peft.load_adapter(str(local), adapter_name=name, is_trainable=False)
-                    if self._scheduler and self._scheduler.current:
+                    try:
+                        self._peft.load_adapter(str(local), adapter_name=name, is_trainable=False)
+                    except Exception:
+                        if name in self._peft.peft_config:  # half-added: take it out again
+                            self._peft.delete_adapter(name)
+                        raise
+                    finally:
                         # load_adapter may change the active adapter; restore what is running.
-                        current = self._scheduler.current
-                        if current != self.base_name:
+                        current = self._scheduler.current if self._scheduler else self.default_model
+                        if current != self.base_name and current in self._peft.peft_config:
                             self._peft.set_adapter(current)
 
         async with self._lock():
-            await asyncio.to_thread(load)
+            try:
+                await asyncio.to_thread(load)
+            except Exception as err:  # the folder passed the checks, but does not fit this model (shapes, modules)
+                if dest is not None:
+                    shutil.rmtree(dest, ignore_errors=True)
+                raise BadRequest(f"lora_path: the adapter in {path} cannot be loaded into {self.base_name}: "
+                                 f"{type(err).__name__}: {err}", param="lora_path") from None
             self._adapters[name] = str(path)
             if dest is not None:
                 self._pulled[name] = dest
@@ -388,7 +401,12 @@ class TransformersBackend:
         if not self.tokenizer.chat_template:
             raise BadRequest("messages: this model has no chat template; send `prompt` to /v1/completions",
                              param="messages")
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        from jinja2 import TemplateError
+
+        try:
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        except TemplateError as err:  # templates raise on roles or orders they do not take
+            raise BadRequest(f"messages: the model's chat template refused them: {err}", param="messages") from None
         if hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return list(ids)

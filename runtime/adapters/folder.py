@@ -1,0 +1,60 @@
+"""What an adapter folder must hold before an engine loads it, checked without torch.
+
+Both serving backends call `check_adapter_folder` before they hand a folder to peft or vLLM, so a bad folder is a
+clear error naming what is wrong (a 400 on `/v1/load_lora_adapter`), never an engine exception halfway through a
+load.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from runtime.adapters.image import ADAPTER_FILES
+
+CONFIG_FILE, WEIGHTS_FILE = ADAPTER_FILES
+# A safetensors file starts with the little-endian length of its JSON header; a real header is far below this.
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+
+
+class AdapterFolderError(ValueError):
+    """The folder is not a loadable LoRA adapter; the message says why."""
+
+
+def check_adapter_folder(path: str | Path) -> dict[str, Any]:
+    """The adapter's config, once the folder holds a LoRA config and a readable safetensors file."""
+    folder = Path(path)
+    try:
+        if not folder.is_dir():
+            raise AdapterFolderError(f"{folder} is not a folder")
+        missing = [name for name in ADAPTER_FILES if not (folder / name).is_file()]
+        if missing:
+            raise AdapterFolderError(f"{folder} lacks {', '.join(missing)} (an adapter needs "
+                                     f"{' and '.join(ADAPTER_FILES)})")
+        config_text = (folder / CONFIG_FILE).read_bytes()
+        with (folder / WEIGHTS_FILE).open("rb") as weights:
+            head = weights.read(8)
+            header_len = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+            header = weights.read(header_len) if header_len and header_len <= MAX_SAFETENSORS_HEADER else b""
+    except OSError as err:  # a name too long, no permission, a loop of links...
+        raise AdapterFolderError(f"cannot read {folder}: {err.strerror or err}") from None
+    try:
+        config = json.loads(config_text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise AdapterFolderError(f"{CONFIG_FILE} is not valid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise AdapterFolderError(f"{CONFIG_FILE} must be a JSON object, got {type(config).__name__}")
+    if config.get("peft_type") != "LORA":
+        raise AdapterFolderError(f"{CONFIG_FILE}: peft_type must be \"LORA\", got {config.get('peft_type')!r}")
+    rank = config.get("r")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise AdapterFolderError(f"{CONFIG_FILE}: r (the LoRA rank) must be a positive integer, got {rank!r}")
+    try:
+        tensors = json.loads(header) if header_len is not None and len(header) == header_len else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        tensors = None
+    if not isinstance(tensors, dict) or not any(key != "__metadata__" for key in tensors):
+        raise AdapterFolderError(f"{WEIGHTS_FILE} is not a safetensors file with tensors")
+    return config

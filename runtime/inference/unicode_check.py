@@ -1,0 +1,93 @@
+"""Text in a request must be valid Unicode: checked on the raw JSON body, before any route or model reads it.
+
+JSON can carry a lone UTF-16 surrogate (`"x\\ud800y"`): Python reads it into a `str` that no tokenizer can encode
+(the Rust tokenizer raises a TypeError). Such a body gets a 400 naming the field, on every route that reads text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from runtime.inference.errors import error_body
+
+# Only a \uD800-\uDFFF escape can put a surrogate into a decoded body (raw UTF-8 cannot encode one), so bodies
+# without one are not parsed twice.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def lone_surrogate(value: Any) -> tuple[str, int] | None:
+    """(field path, character index) of the first string holding a lone surrogate, keys included; else None.
+    Iterative, so a deeply nested body cannot exhaust the stack."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as err:
+                return path, err.start
+        elif isinstance(item, list):
+            stack.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(item)]))
+        elif isinstance(item, dict):
+            for key, v in reversed(list(item.items())):
+                key_text = str(key).encode("utf-8", "backslashreplace").decode()  # a bad key is shown escaped
+                sub = f"{path}.{key_text}" if path else key_text
+                stack += [(sub, v), (sub, key)]
+    return None
+
+
+def find_in_body(body: bytes) -> str | None:
+    """The path of the first field of a JSON body holding a lone surrogate ("body" for the body itself)."""
+    if not _SURROGATE_ESCAPE.search(body):
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # not JSON (or nested too deep to read): the route's own validation answers
+    found = lone_surrogate(data)
+    return None if found is None else (found[0] or "body")
+
+
+class ValidUnicodeMiddleware:
+    """ASGI middleware for any app (ours or vLLM's): a JSON POST body with a lone surrogate gets a 400 naming the
+    field (Kaito's `{"detail": ...}` on /chat, the OpenAI envelope elsewhere) before any route reads it."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        content_type = dict(scope.get("headers") or []).get(b"content-type", b"") if scope["type"] == "http" else b""
+        if scope.get("method") != "POST" or not content_type.startswith(b"application/json"):
+            return await self.app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left while sending
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        path = find_in_body(body)
+        if path is not None:
+            message = f"{path}: not valid Unicode text (it holds a lone UTF-16 surrogate escape such as \\ud800)"
+            if scope.get("path") == "/chat":
+                payload = {"detail": message}
+            else:
+                payload = error_body(message, "invalid_request_error", path)
+            response = json.dumps(payload).encode()
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": response})
+            return
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # later calls see the client's disconnect
+
+        await self.app(scope, replay, send)
