@@ -36,34 +36,57 @@ def build_serving(backend: Backend, settings: ServerSettings, engine_gauges: boo
     return Serving(backend, metrics, admission, settings.default_max_tokens)
 
 
+class EngineStopped(RuntimeError):
+    """The engine stopped for good after loading; the process must exit so that Kubernetes restarts the pod."""
+
+
+WATCH_INTERVAL_S = 0.5
+
+
 def build_app(settings: ServerSettings, backend: Backend | None = None,
-              on_load_error: Callable[[BaseException], None] | None = None) -> FastAPI:
-    """The server app. `backend` defaults to the transformers backend for `settings` (loaded at startup)."""
+              on_fatal: Callable[[BaseException], None] | None = None) -> FastAPI:
+    """The server app. `backend` defaults to the transformers backend for `settings` (loaded at startup).
+
+    `on_fatal(error)` is called when loading fails or when the engine stops later (EngineStopped); the owner
+    (the CLI) exits non-zero. Until then readiness is 503 and requests get 503 with Retry-After."""
     if backend is None:
         from runtime.inference.backends.transformers import TransformersBackend
 
         backend = TransformersBackend(settings)
     serving = build_serving(backend, settings)
 
+    async def load() -> None:
+        try:
+            await asyncio.to_thread(backend.load)
+            log.info("model loaded; ready")
+        except BaseException as err:  # report, and let the owner decide (the CLI exits)
+            log.error("loading the model failed: %s", err)
+            if on_fatal:
+                on_fatal(err)
+
+    async def watch(loading: asyncio.Task | None) -> None:
+        """A stopped engine never comes back: say so once, and let the owner exit so that the pod restarts."""
+        if loading is not None:
+            await asyncio.shield(loading)  # stopping the watch must not stop a load half-way
+            if not backend.ready():
+                return  # loading failed: load() reported it
+        while (reason := backend.failure()) is None:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+        log.error("engine stopped: %s; exiting so that the pod restarts", reason)
+        if on_fatal:
+            on_fatal(EngineStopped(reason))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        task = None
-        if not backend.ready():
-            async def load() -> None:
-                try:
-                    await asyncio.to_thread(backend.load)
-                    log.info("model loaded; ready")
-                except BaseException as err:  # report, and let the owner decide (the CLI exits)
-                    log.error("loading the model failed: %s", err)
-                    if on_load_error:
-                        on_load_error(err)
-
-            task = asyncio.create_task(load())
+        loading = None if backend.ready() else asyncio.create_task(load())
+        watcher = asyncio.create_task(watch(loading))
         try:
             yield
         finally:
-            if task is not None and not task.done():
-                await asyncio.gather(task, return_exceptions=True)
+            watcher.cancel()
+            if loading is not None:
+                await asyncio.gather(loading, return_exceptions=True)
+            await asyncio.gather(watcher, return_exceptions=True)
             await asyncio.to_thread(backend.close)
 
     app = FastAPI(title="kaito-runtime inference server", version="0.1.0", lifespan=lifespan,

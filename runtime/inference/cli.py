@@ -85,7 +85,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def run_server(settings) -> int:
-    """Start uvicorn with the app; the model loads in the background; exit 1 if loading fails."""
+    """Start uvicorn with the app; the model loads in the background; exit 1 if loading fails or the engine stops
+    later (so that Kubernetes restarts the pod)."""
     import logging
 
     import uvicorn
@@ -95,12 +96,12 @@ def run_server(settings) -> int:
     failure: list[BaseException] = []
     server: uvicorn.Server | None = None
 
-    def on_load_error(err: BaseException) -> None:
+    def on_fatal(err: BaseException) -> None:
         failure.append(err)
         if server is not None:
             server.should_exit = True
 
-    app = build_app(settings, on_load_error=on_load_error)
+    app = build_app(settings, on_fatal=on_fatal)
     shown_host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
     base = f"http://{shown_host}:{settings.port}"
     auth = " -H 'Authorization: Bearer $KAITO_API_KEY'" if settings.api_key else ""

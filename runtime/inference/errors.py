@@ -68,10 +68,14 @@ class NotImplementedInBackend(APIError):
 
 
 class ServiceUnavailable(APIError):
-    """503: the model is not loaded yet, or the engine died."""
+    """503: the model is not loaded yet, or the engine died (the process then exits). Carries Retry-After: another
+    replica, or this one once loaded or restarted, can take the request."""
 
     status_code = 503
     error_type = "service_unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 5):
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
 _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",

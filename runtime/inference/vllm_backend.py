@@ -218,6 +218,10 @@ class VllmEngine:
     def ready(self) -> bool:
         return not self.engine.errored
 
+    def failure(self) -> str | None:
+        # vLLM's own server also shuts down when its engine dies; this makes /v1/health/live say so meanwhile.
+        return f"the vLLM engine died: {getattr(self.engine, 'dead_error', 'errored')}" if self.engine.errored else None
+
     def models(self):
         from runtime.inference.backends.base import ModelCard
 

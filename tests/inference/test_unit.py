@@ -36,6 +36,9 @@ class FakeBackend:
     def ready(self):
         return True
 
+    def failure(self):
+        return None
+
     def models(self):
         return [ModelCard("fake"), ModelCard("lora", "fake")]
 

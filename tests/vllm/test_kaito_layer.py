@@ -23,6 +23,9 @@ class IdleBackend:
     def ready(self) -> bool:
         return True
 
+    def failure(self):
+        return None
+
     def models(self):
         return [ModelCard(id="m")]
 

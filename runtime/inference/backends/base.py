@@ -71,6 +71,10 @@ class Backend(Protocol):
     def ready(self) -> bool:
         """True once the model is loaded and the engine accepts requests."""
 
+    def failure(self) -> str | None:
+        """Why the engine stopped for good, once it has (the server then exits so the pod restarts); None while it
+        loads or serves."""
+
     def models(self) -> list[ModelCard]: ...
 
     def resolve_model(self, name: str | None) -> str:

@@ -36,6 +36,8 @@ from runtime.inference.settings import ServerSettings, SettingsError, model_loca
 log = logging.getLogger(__name__)
 
 COMBINED_ADAPTER = "combined_adapter"
+ENGINE_CHECK_S = 1.0
+"""How often a request waiting for its next token checks that the engine still runs."""
 
 
 def discover_adapters(adapters_dir: str | Path) -> dict[str, Path]:
@@ -371,7 +373,11 @@ class TransformersBackend:
     # --- the protocol ---
 
     def ready(self) -> bool:
-        return self._ready and self.manager is not None and self.manager.background_thread_status.fatal_error is None
+        return self._ready and self.manager is not None and self.failure() is None
+
+    def failure(self) -> str | None:
+        error = self.manager.background_thread_status.fatal_error if self.manager is not None else None
+        return None if error is None else f"the generation loop stopped: {type(error).__name__}: {error}"
 
     def models(self) -> list[ModelCard]:
         cards = [ModelCard(self.base_name, None, self.model_root)]
@@ -430,6 +436,9 @@ class TransformersBackend:
         scheduler = self._get_scheduler()
         rid = request.request_id or uuid.uuid4().hex
         await scheduler.acquire(request.model)
+        if not self.ready():  # the engine stopped while this request waited for its model's turn
+            await scheduler.release()
+            raise ServiceUnavailable("the engine stopped; the server is restarting")
         self._inflight[rid] = False
         queue: asyncio.Queue = asyncio.Queue()
         finished = False
@@ -447,7 +456,13 @@ class TransformersBackend:
             rust = self.tokenizer._tokenizer
             seen = 0
             while True:
-                output = await queue.get()
+                try:
+                    output = await asyncio.wait_for(queue.get(), ENGINE_CHECK_S)
+                except TimeoutError:
+                    # CB fails the requests it holds when its loop dies; this catches any it did not reach.
+                    if self.failure() is not None:
+                        raise ServiceUnavailable(f"generation failed: {self.failure()}") from None
+                    continue
                 if output.error is not None:
                     raise ServiceUnavailable(f"generation failed: {output.error}")
                 self._inflight[rid] = True
