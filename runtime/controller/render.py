@@ -26,6 +26,7 @@ from runtime.controller.spec import (
     runtime_of,
 )
 from runtime.images import naming
+from runtime.inference import probes as probe_paths
 from runtime.inference.vllm_launch import INFERENCE_PORT as PORT
 from runtime.inference.vllm_launch import RAY_PORT, leader_address
 from runtime.tuning import config as tuning_config
@@ -229,17 +230,21 @@ def multinode_env(ws: Workspace) -> list[dict[str, Any]]:
 
 
 def probes(preset, multinode: bool) -> dict[str, Any]:
-    """startupProbe waits the preset's readiness timeout; liveness and readiness then poll /health."""
+    """startupProbe waits (the preset's readiness timeout) until the engine is ready; then liveness asks whether the
+    process and its engine are alive (a stopped engine restarts the pod) and readiness whether it takes work."""
     if multinode:
         # Only the leader serves HTTP; workers count as healthy while Ray runs them.
-        check = {"exec": {"command": ["/bin/sh", "-c", '[ "${POD_INDEX}" != "0" ] || python3 -c "import urllib.request;'
-                                                       f"urllib.request.urlopen('http://127.0.0.1:{PORT}/health')\""]}}
+        def check(path: str) -> dict[str, Any]:
+            return {"exec": {"command": ["/bin/sh", "-c", '[ "${POD_INDEX}" != "0" ] || python3 -c "import urllib.request;'
+                                                          f"urllib.request.urlopen('http://127.0.0.1:{PORT}{path}')\""]}}
     else:
-        check = {"httpGet": {"path": "/health", "port": PORT}}
+        def check(path: str) -> dict[str, Any]:
+            return {"httpGet": {"path": path, "port": PORT}}
     return {
-        "startupProbe": {**check, "periodSeconds": 10, "failureThreshold": max(1, math.ceil(preset.readiness_timeout_s / 10))},
-        "livenessProbe": {**check, "periodSeconds": 10, "failureThreshold": 3},
-        "readinessProbe": {**check, "periodSeconds": 10, "failureThreshold": 1},
+        "startupProbe": {**check(probe_paths.READY), "periodSeconds": 10,
+                         "failureThreshold": max(1, math.ceil(preset.readiness_timeout_s / 10))},
+        "livenessProbe": {**check(probe_paths.LIVE), "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {**check(probe_paths.READY), "periodSeconds": 10, "failureThreshold": 1},
     }
 
 

@@ -93,7 +93,7 @@ def build_app(settings: ServerSettings, backend: Backend | None = None,
                   description="Kaito's POST /chat and the OpenAI API over one engine.")
     app.state.serving = serving
     app.state.backend = backend
-    app.include_router(system_router(backend.ready, serving.metrics))
+    app.include_router(system_router(backend.ready, serving.metrics, backend.failure))
     app.include_router(chat_router(serving, settings.pipeline))
     app.include_router(openai_router(serving))
     app.include_router(adapters_router(serving))

@@ -8,9 +8,10 @@ from __future__ import annotations
 import hmac
 import json
 
+from runtime.inference import probes
 from runtime.inference.errors import error_body
 
-OPEN_PATHS = frozenset({"/health", "/healthz", "/metrics"})
+OPEN_PATHS = frozenset({probes.HEALTH, "/healthz", probes.LIVE, probes.READY, "/metrics"})
 
 
 class ApiKeyMiddleware:

@@ -85,7 +85,7 @@ def attach(app: FastAPI, backend, settings: ServerSettings, max_num_seqs: int, e
     app.state.backend = backend
     metrics = CombinedMetrics(serving.metrics, engine_registry)
     for router in (adapters_router(serving), chat_router(serving, settings.pipeline),
-                   system_router(backend.ready, metrics)):
+                   system_router(backend.ready, metrics, backend.failure)):
         _to_front(app, router)
     install_error_handlers(app)
     key = settings.api_key.get_secret_value() if settings.api_key else None

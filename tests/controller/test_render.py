@@ -141,7 +141,10 @@ def test_inference_deployment_contract():
     assert main["command"][:3] == ["kaito", "serve", "phi-3-mini-4k-instruct"]
     assert main["command"][3:] == ["--port", "5000", "--adapters-dir", "/mnt/adapter", "--runtime", "vllm",
                                    "--config", "/mnt/config/inference_config.yaml"]
-    assert main["startupProbe"]["httpGet"] == {"path": "/health", "port": 5000}
+    # Start-up and readiness ask whether the engine takes work; liveness whether the process and engine are alive.
+    assert main["startupProbe"]["httpGet"] == {"path": "/v1/health/ready", "port": 5000}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/v1/health/ready", "port": 5000}
+    assert main["livenessProbe"]["httpGet"] == {"path": "/v1/health/live", "port": 5000}
     assert main["startupProbe"]["failureThreshold"] * main["startupProbe"]["periodSeconds"] >= preset.readiness_timeout_s
     assert main["startupProbe"]["failureThreshold"] == math.ceil(preset.readiness_timeout_s / 10)
     assert main["resources"]["limits"] == {"nvidia.com/gpu": "1"}

@@ -220,6 +220,9 @@ def test_requests_the_engine_cannot_run_get_400_and_break_nothing(server, case, 
 
 def test_health_and_metrics(server):
     assert httpx.get(server.base_url + "/health").status_code == 200
+    # The split probes the pod spec uses, open without the API key like /health.
+    assert httpx.get(server.base_url + "/v1/health/live").json() == {"status": "live"}
+    assert httpx.get(server.base_url + "/v1/health/ready").json() == {"status": "ready"}
     _greedy_chat(server, max_tokens=2)
     text = httpx.get(server.base_url + "/metrics").text
     for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:time_to_first_token_seconds",

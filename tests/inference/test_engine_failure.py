@@ -29,6 +29,8 @@ def test_a_dead_engine_fails_requests_with_503_and_exits(tiny_model_dir, tmp_pat
         proc = s.extra["proc"]
         ok = httpx.post(s.base_url + "/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=60)
         assert ok.status_code == 200  # the injected fault sleeps until triggered
+        assert httpx.get(s.base_url + "/v1/health/live").status_code == 200
+        assert httpx.get(s.base_url + "/v1/health/ready").status_code == 200
 
         in_flight: dict = {}
         thread = threading.Thread(target=lambda: in_flight.update(r=httpx.post(

@@ -371,3 +371,36 @@ def test_a_lone_surrogate_is_400_on_every_route(client, fake):
     assert r.status_code == 400 and r.json()["error"]["param"] == "lora_path"
     assert fake.requests == []
     assert client.post("/v1/completions", json={"prompt": "\U0001f600", "max_tokens": 1}).status_code == 200
+
+
+# --- probes ---
+
+
+class ProbedBackend(FakeBackend):
+    def __init__(self, ready: bool, failure: str | None):
+        super().__init__()
+        self._ready_now, self._failure = ready, failure
+
+    def ready(self):
+        return self._ready_now
+
+    def failure(self):
+        return self._failure
+
+
+@pytest.mark.parametrize(("state", "ready", "failure", "health", "live", "ready_probe"), [
+    ("loading", False, None, 503, 200, 503),
+    ("serving", True, None, 200, 200, 200),
+    ("stopped", False, "the generation loop stopped", 503, 503, 503),
+])
+def test_alive_and_ready_are_two_things(state, ready, failure, health, live, ready_probe):
+    # No lifespan (no `with`): the app neither loads nor watches; the probes read the backend as it is.
+    c = TestClient(build_app(ServerSettings(api_key="secret"), backend=ProbedBackend(ready, failure)))
+    assert c.get("/health").status_code == health  # Kaito's meaning: the model is loaded and the engine runs
+    r = c.get("/v1/health/live")  # probes carry no API key
+    assert r.status_code == live
+    if failure:
+        assert r.json() == {"status": "stopped", "detail": failure}
+    r = c.get("/v1/health/ready")
+    assert r.status_code == ready_probe
+    assert r.json()["status"] == {"loading": "loading", "serving": "ready", "stopped": "stopped"}[state]
