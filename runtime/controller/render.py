@@ -420,8 +420,10 @@ def render_tuning(ws: Workspace, preset, fit: FitReport, settings: RenderSetting
         trainer["resources"] = gpu_resources(gpus)
     containers = [trainer]
     if output.image:
+        # The same manifest annotations as the trainer's own push (base preset, revision, method): one digest.
         pusher = {"name": "pusher", "image": image,
-                  "command": ["kaito", "adapter", "push", "--wait-for", RESULTS_DIR, output.image],
+                  "command": ["kaito", "adapter", "push", "--wait-for", RESULTS_DIR, output.image, "--preset",
+                              preset.name, "--revision", preset.revision, "--method", tuning.method],
                   "volumeMounts": [results_mount]}
         with_docker_config(pusher, volumes, "push-secret", output.image_push_secret)
         containers.append(pusher)

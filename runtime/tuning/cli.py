@@ -17,7 +17,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    "/mnt/results)")
     p.add_argument("--config", help="training_config.yaml (default $YAML_FILE_PATH, else "
                    "/mnt/config/training_config.yaml when present, else Kaito's defaults)")
-    p.add_argument("--model-path", help="folder of the base weights (not needed for local presets)")
+    p.add_argument("--model-path", default=os.environ.get("KAITO_MODEL_PATH") or None,
+                   help="folder of the base weights (default $KAITO_MODEL_PATH, which preset images set to their "
+                   "baked weights; local presets build theirs otherwise)")
     p.add_argument("--output-image", metavar="REF", help="push the adapter as an OCI image to REF when done")
     p.add_argument("--insecure-registry", action="store_true", help="plain-HTTP registry for --output-image")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")

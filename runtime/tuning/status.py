@@ -64,7 +64,11 @@ class Metrics:
         self.running = Gauge("running", "1 while training", namespace=ns, registry=self.registry)
         self._server = None
         if port:
-            self._server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+            try:
+                self._server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+            except OSError as err:  # the metrics are a convenience: a taken port must not stop a training run
+                log.warning("no Prometheus metrics: port %d: %s (training goes on)", port, err.strerror or err)
+                return
             log.info("Prometheus metrics on http://%s:%d/metrics", addr, port)
 
     def close(self) -> None:

@@ -230,7 +230,9 @@ def test_tuning_job_with_urls_and_pusher():
     assert trainer["command"] == ["kaito", "tune", "--preset", "phi-3-mini-128k-instruct", "--method", "qlora",
                                   "--config", "/mnt/config/training_config.yaml", "--data", "/mnt/data",
                                   "--output-dir", "/mnt/results"]
-    assert pusher["command"] == ["kaito", "adapter", "push", "--wait-for", "/mnt/results", "r.example.com/out:1"]
+    assert pusher["command"] == ["kaito", "adapter", "push", "--wait-for", "/mnt/results", "r.example.com/out:1",
+                                 "--preset", "phi-3-mini-128k-instruct", "--revision",
+                                 presets.get("phi-3-mini-128k-instruct").revision, "--method", "qlora"]
     # The image runs as a non-root user: credentials are found through DOCKER_CONFIG, not /root/.docker.
     assert {"name": "push-secret", "mountPath": "/etc/kaito/docker-config/push-secret",
             "readOnly": True} in pusher["volumeMounts"]

@@ -35,6 +35,7 @@ TOOLS = ("buildah", "podman", "skopeo", "debootstrap", "runc")
 PODMAN_RUN = ["--runtime", "runc", "run", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
 
 registry = registry_fixture()
+secured_registry = registry_fixture(auth="htpasswd")
 
 
 def _storage_root(driver: str) -> Path:
@@ -148,7 +149,7 @@ def test_pushed_images_are_complete(builder, built, registry):
     print("\nimage          local MB   pushed (compressed) MB")
     for image, (local, pushed) in sizes.items():
         print(f"{image:<14} {local / 1e6:>8.0f}   {pushed / 1e6:>8.0f}")
-    assert sizes["runtime-cpu"][0] < 2e9  # serving deps only: far below Kaito's 5.6 GB base image
+    assert sizes["runtime-cpu"][0] < 2e9  # serving and tuning: far below Kaito's 5.6 GB base image
 
 
 def test_adapter_image_round_trip(builder, registry, france_adapter, tmp_path):
@@ -205,3 +206,86 @@ def test_gated_preset_downloaded_at_build_time_keeps_the_token_out(builder, buil
             assert token.encode() not in data, f"token found in blob {blob.name}"
     finally:
         subprocess.run([*builder.command_prefix(), "rmi", "-f", result.preset_image], capture_output=True)
+
+
+def _pod_volumes(pod_spec: dict, manifests: dict, work: Path, secrets_data: dict[str, dict[str, str]]) -> dict:
+    """Host folders for a rendered pod's volumes, as the kubelet would fill them: emptyDir (world-writable, like
+    Kubernetes'), configMap (its data as files) and secret (its items). The memory /dev/shm is podman's own."""
+    folders = {}
+    for volume in pod_spec["volumes"]:
+        name = volume["name"]
+        if volume.get("emptyDir", {}).get("medium") == "Memory":
+            continue
+        folder = work / name
+        folder.mkdir(parents=True)
+        folder.chmod(0o777)
+        if "configMap" in volume:
+            for key, text in manifests[f"ConfigMap/{volume['configMap']['name']}"]["data"].items():
+                (folder / key).write_text(text)
+        elif "secret" in volume:
+            data = secrets_data[volume["secret"]["secretName"]]
+            for item in volume["secret"]["items"]:
+                (folder / item["path"]).write_text(data[item["key"]])
+        folders[name] = folder
+    return folders
+
+
+def _run_container(builder, container: dict, image: str, folders: dict, extra_env: dict) -> subprocess.CompletedProcess:
+    """`podman run` of one rendered container: its image, command (as the entrypoint, as Kubernetes does), env and
+    mounts; host networking so that loopback servers are reachable."""
+    args = [*PODMAN_RUN, "--rm", "--network", "host", "--entrypoint", json.dumps(container["command"])]
+    for mount in container.get("volumeMounts", []):
+        if mount["name"] in folders:
+            args += ["-v", f"{folders[mount['name']]}:{mount['mountPath']}{':ro' if mount.get('readOnly') else ''}"]
+    for env in [*container.get("env", []), *({"name": k, "value": v} for k, v in extra_env.items())]:
+        args += ["-e", f"{env['name']}={env['value']}"]
+    return _podman(builder, *args, image, check=False)
+
+
+def test_the_tuning_job_runs_in_the_image(builder, built, registry, secured_registry, tmp_path):
+    """The rendered tuning Job's containers, run as rendered in the preset image: the data-downloader fetches a
+    dolly-style parquet over HTTP, the trainer trains the tiny preset a few steps from the rendered ConfigMap and
+    writes the adapter and the sentinel, and the pusher pushes it to a registry with htpasswd auth."""
+    from runtime.controller import render, spec
+    from tests.tuning.helpers import FileServer, rows, write
+
+    served = tmp_path / "served"
+    write(served / "train-00000-of-00001.parquet", rows("messages", 4))
+    output = secured_registry.ref("adapters/tiny-tuned", "0.0.1")
+    with FileServer(served) as data_server:
+        workspace = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
+                     "metadata": {"name": "tune-tiny", "namespace": "default"},
+                     "resource": {"labelSelector": {"matchLabels": {"apps": "tune-tiny"}}},
+                     "tuning": {"preset": {"name": "tiny-llama"}, "method": "qlora",
+                                "input": {"urls": [f"{data_server.url}/train-00000-of-00001.parquet?download=true"]},
+                                "output": {"image": output, "imagePushSecret": "push-creds"}}}
+        resolved = spec.resolve(workspace)
+        settings = render.RenderSettings(registry=f"{registry.host}/kaito")
+        manifests = {f"{m['kind']}/{m['metadata']['name']}": m
+                     for m in render.render(resolved.workspace, resolved.preset, resolved.fit, settings)}
+        pod = manifests["Job/tune-tiny"]["spec"]["template"]["spec"]
+        docker_config = secured_registry.write_docker_config(tmp_path / "push-creds.json").read_text()
+        folders = _pod_volumes(pod, manifests, tmp_path / "pod", {"push-creds": {".dockerconfigjson": docker_config}})
+        # Host needs only: one torch thread on this shared machine, a free metrics port on the host network.
+        host_env = {"OMP_NUM_THREADS": "1", "KAITO_METRICS_PORT": str(free_port())}
+        containers = {c["name"]: c for c in pod["initContainers"] + pod["containers"]}
+        assert {c["image"] for c in containers.values()} == {built.preset_image}
+
+        fetched = _run_container(builder, containers["data-downloader"], built.preset_image, folders, host_env)
+        assert fetched.returncode == 0, fetched.stderr[-3000:]
+    assert [p.name for p in folders["data-volume"].iterdir()] == ["train-00000-of-00001.parquet"]
+
+    trained = _run_container(builder, containers[render.TRAINER_CONTAINER], built.preset_image, folders, host_env)
+    assert trained.returncode == 0, (trained.stdout + trained.stderr)[-4000:]
+    results = folders["results-volume"]
+    assert {"adapter_config.json", "adapter_model.safetensors", "fine_tuning_completed.txt"} <= {
+        p.name for p in results.iterdir()}
+    meta = json.loads((results / "tuning_metadata.json").read_text())
+    assert meta["base_preset"] == "tiny-llama" and meta["steps"] > 0 and meta["data_rows"] == 4
+
+    pushed = _run_container(builder, containers["pusher"], built.preset_image, folders, host_env)
+    assert pushed.returncode == 0, (pushed.stdout + pushed.stderr)[-3000:]
+    assert secured_registry.password not in pushed.stdout + pushed.stderr
+    manifest = _skopeo_inspect(output, "--raw", "--creds", secured_registry.creds)
+    assert len(manifest["layers"]) == 1
+    assert manifest["annotations"]["sh.kaito.model.name"] == "tiny-llama"  # as the trainer's own push annotates

@@ -144,3 +144,17 @@ def test_native_bf16_is_read_from_the_cpu_flags():
     assert cpu_has_native_bf16("flags\t\t: fpu avx2 avx512f avx512_bf16\n")
     assert cpu_has_native_bf16("flags\t\t: fpu avx2 amx_bf16 amx_tile\n")
     assert not cpu_has_native_bf16("model name\t: avx512_bf16 in a name, not a flag\n")
+
+
+def test_a_taken_metrics_port_does_not_stop_training(caplog):
+    import socket
+
+    from runtime.tuning.status import Metrics
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        metrics = Metrics(taken.getsockname()[1], addr="127.0.0.1")
+    metrics.step.set(3)  # the gauges still work; only the endpoint is missing
+    metrics.close()
+    assert "no Prometheus metrics: port" in caplog.text and "training goes on" in caplog.text
