@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.tuning.status import SENTINEL  # standard library only
+from runtime.kaito import SENTINEL
 
 """Written by the trainer into its output directory when the adapter is complete (Kaito's convention)."""
 

@@ -12,7 +12,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from runtime.adapters.image import ADAPTER_FILES
+from runtime.kaito import ADAPTER_FILES
 
 CONFIG_FILE, WEIGHTS_FILE = ADAPTER_FILES
 # A safetensors file starts with the little-endian length of its JSON header; a real header is far below this.

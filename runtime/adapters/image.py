@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-"""The files an adapter image carries, under DATA_DIR."""
-DATA_DIR = "data"
+from runtime.kaito import ADAPTER_FILES, ADAPTER_IMAGE_DATA_DIR
+
+# The files an adapter image carries, under DATA_DIR (Kaito's layout).
+DATA_DIR = ADAPTER_IMAGE_DATA_DIR
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

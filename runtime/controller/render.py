@@ -26,17 +26,24 @@ from runtime.controller.spec import (
     runtime_of,
 )
 from runtime.images import naming
-from runtime.inference import probes as probe_paths
-from runtime.inference.vllm_launch import INFERENCE_PORT as PORT
-from runtime.inference.vllm_launch import RAY_PORT, leader_address
+from runtime.inference.vllm_launch import leader_address
+from runtime.kaito import (
+    ADAPTERS_DIR,
+    CONFIG_DIR,
+    DATA_DIR,
+    INFERENCE_CONFIG_KEY,
+    INFERENCE_CONFIG_PATH,
+    LIVE_PATH,
+    RAY_PORT,
+    READY_PATH,
+    RESULTS_DIR,
+    TRAINING_CONFIG_KEY,
+    TRAINING_CONFIG_PATH,
+    WEIGHTS_CACHE_DIR,
+)
+from runtime.kaito import INFERENCE_PORT as PORT
 from runtime.tuning import config as tuning_config
 
-ADAPTERS_DIR = "/mnt/adapter"
-CONFIG_DIR = "/mnt/config"
-DATA_DIR = "/mnt/data"
-RESULTS_DIR = "/mnt/results"
-INFERENCE_CONFIG_KEY = "inference_config.yaml"
-TRAINING_CONFIG_KEY = "training_config.yaml"
 GPU_RESOURCE = "nvidia.com/gpu"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 SPEC_HASH_ANNOTATION = "kaito.sh/spec-hash"
@@ -44,9 +51,6 @@ SPEC_HASH_ANNOTATION = "kaito.sh/spec-hash"
 TRAINER_CONTAINER = "trainer"
 """The tuning Job's training container: status.py reads its log for progress."""
 MANAGED_BY = "kaito-runtime"
-# Weights that are not baked into the image (gated presets: their images may not be public) are downloaded at
-# start into this volume, sized from the preset, instead of the container's own disk.
-WEIGHTS_CACHE_DIR = "/workspace/cache"
 # Container restarts allowed before a tuning Job fails (Kubernetes' default).
 TUNING_BACKOFF_LIMIT = 6
 
@@ -210,7 +214,7 @@ def default_inference_config(ws: Workspace, preset, fit: FitReport) -> dict[str,
 
 def serve_args(ws: Workspace, preset) -> list[str]:
     return ["kaito", "serve", preset.name, "--port", str(PORT), "--adapters-dir", ADAPTERS_DIR,
-            "--runtime", runtime_of(ws, preset), "--config", f"{CONFIG_DIR}/{INFERENCE_CONFIG_KEY}"]
+            "--runtime", runtime_of(ws, preset), "--config", INFERENCE_CONFIG_PATH]
 
 
 def multinode_command(ws: Workspace, preset, fit: FitReport) -> list[str]:
@@ -219,7 +223,7 @@ def multinode_command(ws: Workspace, preset, fit: FitReport) -> list[str]:
     from runtime.inference.vllm_launch import multinode_command as vllm_multinode
 
     return vllm_multinode(preset, fit.plan, ws.name, ws.namespace,
-                          config_path=f"{CONFIG_DIR}/{INFERENCE_CONFIG_KEY}")
+                          config_path=INFERENCE_CONFIG_PATH)
 
 
 def multinode_env(ws: Workspace) -> list[dict[str, Any]]:
@@ -241,10 +245,10 @@ def probes(preset, multinode: bool) -> dict[str, Any]:
         def check(path: str) -> dict[str, Any]:
             return {"httpGet": {"path": path, "port": PORT}}
     return {
-        "startupProbe": {**check(probe_paths.READY), "periodSeconds": 10,
+        "startupProbe": {**check(READY_PATH), "periodSeconds": 10,
                          "failureThreshold": max(1, math.ceil(preset.readiness_timeout_s / 10))},
-        "livenessProbe": {**check(probe_paths.LIVE), "periodSeconds": 10, "failureThreshold": 3},
-        "readinessProbe": {**check(probe_paths.READY), "periodSeconds": 10, "failureThreshold": 1},
+        "livenessProbe": {**check(LIVE_PATH), "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {**check(READY_PATH), "periodSeconds": 10, "failureThreshold": 1},
     }
 
 
@@ -411,7 +415,7 @@ def render_tuning(ws: Workspace, preset, fit: FitReport, settings: RenderSetting
         "name": TRAINER_CONTAINER,
         "image": image,
         "command": ["kaito", "tune", "--preset", preset.name, "--method", tuning.method,
-                    "--config", f"{CONFIG_DIR}/{TRAINING_CONFIG_KEY}", "--data", DATA_DIR, "--output-dir", RESULTS_DIR],
+                    "--config", TRAINING_CONFIG_PATH, "--data", DATA_DIR, "--output-dir", RESULTS_DIR],
         "env": [{"name": "PYTORCH_CUDA_ALLOC_CONF", "value": "expandable_segments:True"}],
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "config-volume", "mountPath": CONFIG_DIR},
                          data_mount, results_mount],

@@ -101,7 +101,7 @@ def build_adapter_image(
     tls_verify: bool = True,
 ) -> str:
     """Build Kaito's adapter image (FROM scratch, the two adapter files under /data) and push it with `push`."""
-    from runtime.adapters.image import ADAPTER_FILES
+    from runtime.kaito import ADAPTER_FILES
 
     adapter_dir = Path(adapter_dir)
     missing = [name for name in ADAPTER_FILES if not (adapter_dir / name).is_file()]

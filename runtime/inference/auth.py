@@ -8,10 +8,10 @@ from __future__ import annotations
 import hmac
 import json
 
-from runtime.inference import probes
 from runtime.inference.errors import error_body
+from runtime.kaito import HEALTH_PATH, LIVE_PATH, READY_PATH
 
-OPEN_PATHS = frozenset({probes.HEALTH, "/healthz", probes.LIVE, probes.READY, "/metrics"})
+OPEN_PATHS = frozenset({HEALTH_PATH, "/healthz", LIVE_PATH, READY_PATH, "/metrics"})
 
 
 class ApiKeyMiddleware:

@@ -19,11 +19,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from runtime.inference.vllm_config import KAITO_KEYS, OTHER_BACKEND_KEYS  # standard library only
+from runtime.kaito import ADAPTERS_DIR, INFERENCE_PORT, WEIGHTS_DIR
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PRESET = "smollm2-135m-instruct"
-PRESET_IMAGE_WEIGHTS = "/workspace/weights"
+PRESET_IMAGE_WEIGHTS = WEIGHTS_DIR
 """Where a preset image keeps its weights (used when neither --model-path nor a local builder applies)."""
 
 ENV_PREFIX = "KAITO_"
@@ -47,9 +48,9 @@ class ServerSettings(BaseModel):
     )
     served_model_name: str | None = Field(None, description="Name clients put in `model`; default: the preset name.")
     host: str = Field("0.0.0.0", description="Address to bind.")
-    port: int = Field(5000, ge=1, le=65535, description="Port to bind (Kaito's is 5000).")
+    port: int = Field(INFERENCE_PORT, ge=1, le=65535, description=f"Port to bind (Kaito's is {INFERENCE_PORT}).")
     adapters_dir: str = Field(
-        "/mnt/adapter", description="Every <dir>/<name>/ with adapter_config.json + adapter_model.safetensors is "
+        ADAPTERS_DIR, description="Every <dir>/<name>/ with adapter_config.json + adapter_model.safetensors is "
         "served as model <name>."
     )
     adapter_combination: Literal["svd", "cat", "linear"] = Field(

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Protocol
 
 from presets import Preset
-from runtime.inference.settings import PRESET_IMAGE_WEIGHTS, ServerSettings
 from runtime.inference.vllm_config import FlagValue, VllmUserConfig, flag_name, flags_to_argv
+from runtime.kaito import ADAPTERS_DIR, INFERENCE_PORT, WEIGHTS_DIR
 
 # Ranks vLLM accepts for --max-lora-rank (vllm/config/lora.py MaxLoRARanks); we round up to the next one.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -28,8 +28,8 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 VLLM_DTYPES = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})
 
 # Kaito's container paths.
-DEFAULT_ADAPTERS_DIR = Path(ServerSettings.model_fields["adapters_dir"].default)
-DEFAULT_WEIGHTS_DIR = Path(PRESET_IMAGE_WEIGHTS)
+DEFAULT_ADAPTERS_DIR = Path(ADAPTERS_DIR)
+DEFAULT_WEIGHTS_DIR = Path(WEIGHTS_DIR)
 
 
 class EngineArgsError(ValueError):
@@ -107,7 +107,7 @@ class VllmSettings:
     served_model_name: str | None = None
     """Name clients put in `model`; default: the preset name."""
     host: str = "0.0.0.0"
-    port: int = 5000
+    port: int = INFERENCE_PORT
     """Kaito's inference port."""
     adapters: tuple[Adapter, ...] = ()
     """Adapters to serve (see find_adapters)."""

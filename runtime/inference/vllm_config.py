@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from runtime.kaito import INFERENCE_CONFIG_PATH
+
 # Where Kaito mounts the inference ConfigMap.
-DEFAULT_CONFIG_PATH = Path("/mnt/config/inference_config.yaml")
+DEFAULT_CONFIG_PATH = Path(INFERENCE_CONFIG_PATH)
 
 # Top-level keys of Kaito's file. `transformers` (and the server's own sections) belong to the other backend;
 # we accept them and leave them alone so one file can serve both runtimes.

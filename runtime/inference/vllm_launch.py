@@ -16,12 +16,11 @@ from pathlib import Path
 
 from presets import Preset
 from runtime.inference.vllm_args import DEFAULT_ADAPTERS_DIR, DEFAULT_WEIGHTS_DIR, EngineArgsError, PlanLike
+from runtime.kaito import INFERENCE_PORT, RAY_PORT
 
 # --dtype values our server's settings accept; others (fp8, mxfp4: quantized checkpoints) are left to vLLM (auto).
 SERVER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
-RAY_PORT = 6379
-INFERENCE_PORT = 5000
 # Seconds the leader waits for the workers (and a worker for the leader) before the pod fails and restarts.
 RAY_INIT_TIMEOUT_S = 600
 SERVER_MODULE = "runtime.inference.vllm_backend"

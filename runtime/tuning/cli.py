@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from runtime.kaito import DATA_DIR, INFERENCE_PORT
+
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="preset name (default $KAITO_PRESET)")
@@ -31,8 +33,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, help="longest sequence in tokens")
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--metrics-port", type=int, default=int(os.environ.get("KAITO_METRICS_PORT", "5000")),
-                   help="Prometheus metrics port while training (0 disables; default 5000)")
+    p.add_argument("--metrics-port", type=int, default=int(os.environ.get("KAITO_METRICS_PORT", INFERENCE_PORT)),
+                   help=f"Prometheus metrics port while training (0 disables; default {INFERENCE_PORT})")
     p.add_argument("--no-memory-check", dest="memory_check", action="store_false",
                    help="do not compare the sizing plan with the device's free memory")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoints after a completed run")
@@ -93,8 +95,8 @@ def add_commands(sub) -> None:
         description="Download each URL into --to (Kaito's data-downloader): retries, resume of a partial file, "
                     "a size limit; a file already there is kept. URLs are logged without credentials or query.")
     fetch.add_argument("urls", nargs="+", metavar="URL")
-    fetch.add_argument("--to", default=os.environ.get("DATA_VOLUME_PATH", "/mnt/data"),
-                       help="destination folder (default $DATA_VOLUME_PATH, else /mnt/data)")
+    fetch.add_argument("--to", default=os.environ.get("DATA_VOLUME_PATH", DATA_DIR),
+                       help=f"destination folder (default $DATA_VOLUME_PATH, else {DATA_DIR})")
     fetch.add_argument("--max-bytes", type=int, help="refuse a file larger than this (default 20 GiB)")
     fetch.add_argument("--retries", type=int, help="retries per URL after the first try (default 3)")
     fetch.set_defaults(handler=handle_fetch)

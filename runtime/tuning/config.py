@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from runtime.kaito import KAITO_TRAINER_WEIGHTS_DIR, MOUNT_ROOT, TRAINING_CONFIG_PATH
+
 Method = Literal["lora", "qlora"]
 METHODS: tuple[str, ...] = ("lora", "qlora")
-DEFAULT_CONFIG_PATH = "/mnt/config/training_config.yaml"
-DEFAULT_OUTPUT_ROOT = "/mnt"
 SECTIONS = ("ModelConfig", "QuantizationConfig", "LoraConfig", "TrainingArguments", "DatasetConfig", "DataCollator")
 
 
@@ -35,7 +35,7 @@ class _Closed(BaseModel):
 class ModelConfigSection(_Closed):
     """How the base model is loaded (Kaito's cli.ModelConfig)."""
 
-    pretrained_model_name_or_path: str = "/workspace/tfs/weights"
+    pretrained_model_name_or_path: str = KAITO_TRAINER_WEIGHTS_DIR
     """Folder of the base weights. Local presets ignore it (their weights are built on this machine)."""
     local_files_only: bool = True
     revision: str = "main"
@@ -228,7 +228,7 @@ def resolve_dtypes(config: TrainingConfig, *, gpu: bool, native_bf16: bool, devi
 
 def output_root() -> Path:
     """Output dirs from a config file must stay under this folder (Kaito: /mnt); `KAITO_OUTPUT_ROOT` moves it."""
-    return Path(os.environ.get("KAITO_OUTPUT_ROOT") or DEFAULT_OUTPUT_ROOT).resolve()
+    return Path(os.environ.get("KAITO_OUTPUT_ROOT") or MOUNT_ROOT).resolve()
 
 
 def default_config_path() -> Path | None:
@@ -236,7 +236,7 @@ def default_config_path() -> Path | None:
     env = os.environ.get("YAML_FILE_PATH")
     if env:
         return Path(env)
-    path = Path(DEFAULT_CONFIG_PATH)
+    path = Path(TRAINING_CONFIG_PATH)
     return path if path.exists() else None
 
 

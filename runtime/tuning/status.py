@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
 # Written last, when the adapter is complete: Kaito's pusher sidecar (`kaito adapter push --wait-for`) waits for it.
-SENTINEL = "fine_tuning_completed.txt"
 LOG_FILE = "train_log.jsonl"
 
 

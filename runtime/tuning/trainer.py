@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.kaito import DATA_DIR, INFERENCE_PORT, SENTINEL, WEIGHTS_DIR
 from runtime.tuning.config import (
     ConfigError,
     TrainingConfig,
@@ -26,14 +27,12 @@ from runtime.tuning.config import (
     output_root,
     resolve_dtypes,
 )
-from runtime.tuning.status import SENTINEL
 
 log = logging.getLogger(__name__)
 
 METADATA_FILE = "tuning_metadata.json"
 CHECKPOINTS = "checkpoints"
 EXIT_OK, EXIT_BAD_INPUT, EXIT_PUSH_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 143
-DATASET_FOLDER = "/mnt/data"
 
 
 class TuneError(ValueError):
@@ -64,7 +63,7 @@ class TuneOptions:
     max_length: int | None = None
     learning_rate: float | None = None
     seed: int | None = None
-    metrics_port: int = 5000
+    metrics_port: int = INFERENCE_PORT
     """0 disables the Prometheus endpoint."""
     memory_check: bool = True
     insecure_registry: bool = False
@@ -114,8 +113,8 @@ def model_folder(preset, config: TrainingConfig, model_path: str | None) -> Path
         return ensure_model(preset.local_builder)
     else:
         path = Path(config.ModelConfig.pretrained_model_name_or_path)
-        if not path.exists() and Path("/workspace/weights").exists():  # where Kaito's init container pulls to
-            path = Path("/workspace/weights")
+        if not path.exists() and Path(WEIGHTS_DIR).exists():  # where preset images and Kaito's puller put them
+            path = Path(WEIGHTS_DIR)
     if not (path / "config.json").exists():
         raise TuneError(f"no model at {path} (ModelConfig.pretrained_model_name_or_path / --model-path)")
     return path
@@ -370,7 +369,7 @@ def run(opts: TuneOptions) -> int:
     root = output_root()
     events = EventLog(output_dir)
     sources = list(opts.data) or ([config.DatasetConfig.dataset_path] if config.DatasetConfig.dataset_path
-                                  else [os.environ.get("DATASET_FOLDER_PATH", DATASET_FOLDER)])
+                                  else [os.environ.get("DATASET_FOLDER_PATH", DATA_DIR)])
     # URLs are fetched into Kaito's data volume, or next to the adapter when the user chose a folder of their own.
     under_root = output_dir == root or root in output_dir.parents
     data_dir = Path(os.environ.get("DATA_VOLUME_PATH") or (root / "data" if under_root else output_dir / "data"))

@@ -5,34 +5,34 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from runtime.inference import probes
 from runtime.inference.metrics import ServerMetrics
+from runtime.kaito import HEALTH_PATH, LIVE_PATH, READY_PATH
 
 
 def system_router(ready, metrics: ServerMetrics, failure=lambda: None) -> APIRouter:
     """`ready()` -> bool: whether the model is loaded and the engine runs; `failure()` -> why the engine stopped
-    for good, or None (runtime/inference/probes.py says what each probe means)."""
+    for good, or None (runtime/kaito says what each probe means)."""
     router = APIRouter(tags=["system"])
 
     @router.get("/")
     async def root() -> dict:
         return {"message": "Server is running"}
 
-    @router.get(probes.HEALTH)
+    @router.get(HEALTH_PATH)
     @router.get("/healthz", include_in_schema=False)
     async def health():
         if ready():
             return {"status": "Healthy"}
         return JSONResponse({"detail": "Model not initialized"}, status_code=503)
 
-    @router.get(probes.LIVE)
+    @router.get(LIVE_PATH)
     async def live():
         reason = failure()
         if reason is None:
             return {"status": "live"}
         return JSONResponse({"status": "stopped", "detail": reason}, status_code=503)
 
-    @router.get(probes.READY)
+    @router.get(READY_PATH)
     async def ready_probe():
         if ready():
             return {"status": "ready"}

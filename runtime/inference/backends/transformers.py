@@ -28,10 +28,10 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from runtime.adapters.folder import AdapterFolderError, check_adapter_folder
-from runtime.adapters.image import ADAPTER_FILES
 from runtime.inference.backends.base import Delta, EngineStats, GenerationRequest, ModelCard
 from runtime.inference.errors import BadRequest, ModelNotFound, NotImplementedInBackend, ServiceUnavailable
 from runtime.inference.settings import ServerSettings, SettingsError, model_location
+from runtime.kaito import ADAPTER_FILES
 
 log = logging.getLogger(__name__)
 
