@@ -42,7 +42,7 @@ from runtime.kaito import (
     WEIGHTS_CACHE_DIR,
 )
 from runtime.kaito import INFERENCE_PORT as PORT
-from runtime.tuning import config as tuning_config
+from runtime.kaito import configs as kaito_configs
 
 GPU_RESOURCE = "nvidia.com/gpu"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
@@ -367,7 +367,7 @@ def default_training_config(preset, method: str, fit: FitReport) -> dict[str, An
     the preset's LoRA target modules, the results volume as output_dir, and the sizing plan's dtype (float16
     below compute capability 8.0). Without a plan (no known GPU) the trainer picks the dtype for its device."""
     targets = list(preset.tuning.target_modules) if preset.tuning else []
-    return tuning_config.default_document(method, output_dir=RESULTS_DIR, target_modules=targets,
+    return kaito_configs.default_document(method, output_dir=RESULTS_DIR, target_modules=targets,
                                           dtype=getattr(fit.plan, "dtype", None))
 
 
