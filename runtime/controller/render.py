@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from runtime.controller.launch import leader_address
 from runtime.controller.spec import (
     ANNOTATION_ENABLE_LB,
     KIND,
@@ -26,7 +27,6 @@ from runtime.controller.spec import (
     runtime_of,
 )
 from runtime.images import naming
-from runtime.inference.vllm_launch import leader_address
 from runtime.kaito import (
     ADAPTERS_DIR,
     CONFIG_DIR,
@@ -218,9 +218,9 @@ def serve_args(ws: Workspace, preset) -> list[str]:
 
 
 def multinode_command(ws: Workspace, preset, fit: FitReport) -> list[str]:
-    """The one place that builds the multi-node (Ray leader/worker) command: runtime.inference.vllm_launch owns
+    """The one place that builds the multi-node (Ray leader/worker) command: runtime.controller.launch owns
     the exact strings (kaito-reference §1.4); pod 0 runs the Ray head and the server, the others join it."""
-    from runtime.inference.vllm_launch import multinode_command as vllm_multinode
+    from runtime.controller.launch import multinode_command as vllm_multinode
 
     return vllm_multinode(preset, fit.plan, ws.name, ws.namespace,
                           config_path=INFERENCE_CONFIG_PATH)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import presets
-from runtime.inference.vllm_args import EngineArgsError
-from runtime.inference.vllm_launch import leader_address, multinode_command, server_command
+from runtime.controller.launch import LaunchError as EngineArgsError
+from runtime.controller.launch import leader_address, multinode_command, server_command
 
 
 @dataclasses.dataclass

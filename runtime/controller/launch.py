@@ -1,6 +1,7 @@
-"""Container commands for the vLLM backend: one node (tensor parallel) and several nodes (Ray), as Kaito runs them.
+"""Pod command lines of the vLLM backend: one node (tensor parallel) and several nodes (Ray), as Kaito runs them.
 
-Pure functions the controller calls when it renders a Deployment or a StatefulSet; no vLLM import.
+They live with the controller, the package that writes pods; the inference package exposes only its CLI
+(`python3 -m runtime.inference.vllm_backend ...`, a command line here, not an import). Pure functions; no vLLM.
 
 - One node: `python3 -m runtime.inference.vllm_backend PRESET --tensor-parallel-size <GPUs> ...`.
 - Several nodes (kaito-reference.md §1.4): a StatefulSet with a headless Service; the pod with
@@ -13,10 +14,25 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
+from typing import Protocol
 
 from presets import Preset
-from runtime.inference.vllm_args import DEFAULT_ADAPTERS_DIR, DEFAULT_WEIGHTS_DIR, EngineArgsError, PlanLike
-from runtime.kaito import INFERENCE_PORT, RAY_PORT
+from runtime.kaito import ADAPTERS_DIR, INFERENCE_PORT, RAY_PORT, WEIGHTS_DIR
+
+
+class LaunchError(ValueError):
+    """A plan or preset that cannot be launched as asked (the message says why)."""
+
+
+class PlanLike(Protocol):
+    """What we read from runtime.sizing.plan.InferencePlan (duck-typed)."""
+
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    gpu_memory_utilization: float
+    max_model_len: int
+    dtype: str
+
 
 # --dtype values our server's settings accept; others (fp8, mxfp4: quantized checkpoints) are left to vLLM (auto).
 SERVER_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -36,15 +52,15 @@ def server_command(
     plan: PlanLike,
     *,
     port: int = INFERENCE_PORT,
-    model_path: str | Path = DEFAULT_WEIGHTS_DIR,
-    adapters_dir: str | Path = DEFAULT_ADAPTERS_DIR,
+    model_path: str | Path = WEIGHTS_DIR,
+    adapters_dir: str | Path = ADAPTERS_DIR,
     config_path: str | Path | None = None,
     python: str = "python3",
 ) -> list[str]:
     """Our vLLM-backed server on one node, sized by `plan` (tensor parallel over the node's GPUs)."""
     tp, pp = int(plan.tensor_parallel_size), int(plan.pipeline_parallel_size)
     if tp > 1 and not preset.tensor_parallel:
-        raise EngineArgsError(f"plan: tensor_parallel_size {tp} but preset {preset.name} forbids tensor parallelism")
+        raise LaunchError(f"plan: tensor_parallel_size {tp} but preset {preset.name} forbids tensor parallelism")
     argv = [
         python, "-m", SERVER_MODULE, preset.name,
         "--model-path", str(model_path),
@@ -73,8 +89,8 @@ def multinode_command(
     *,
     port: int = INFERENCE_PORT,
     ray_port: int = RAY_PORT,
-    model_path: str | Path = DEFAULT_WEIGHTS_DIR,
-    adapters_dir: str | Path = DEFAULT_ADAPTERS_DIR,
+    model_path: str | Path = WEIGHTS_DIR,
+    adapters_dir: str | Path = ADAPTERS_DIR,
     config_path: str | Path | None = None,
     timeout_s: int = RAY_INIT_TIMEOUT_S,
 ) -> list[str]:
@@ -84,9 +100,9 @@ def multinode_command(
     """
     nodes = int(plan.pipeline_parallel_size)
     if nodes < 2:
-        raise EngineArgsError(f"plan: pipeline_parallel_size {nodes}: multi-node serving needs at least 2 nodes")
+        raise LaunchError(f"plan: pipeline_parallel_size {nodes}: multi-node serving needs at least 2 nodes")
     if not preset.distributed:
-        raise EngineArgsError(f"preset {preset.name} does not support multi-node (distributed) inference")
+        raise LaunchError(f"preset {preset.name} does not support multi-node (distributed) inference")
     server = server_command(
         preset, plan, port=port, model_path=model_path, adapters_dir=adapters_dir, config_path=config_path
     )
