@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from runtime.command import CommandError  # noqa: F401 (re-exported: `from runtime.cli import CommandError`)
+
 # Modules that contribute sub-commands, in help order.
 AREAS = (
     "runtime.sizing.cli",  # presets, plan
@@ -23,12 +25,6 @@ AREAS = (
 )
 
 
-class CommandError(Exception):
-    """A user-facing failure: printed as one line, exit status 2 (or `code`)."""
-
-    def __init__(self, message: str, code: int = 2):
-        super().__init__(message)
-        self.code = code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +62,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Re-import so handlers and this block share one CommandError class (`python -m runtime.cli`).
-    from runtime.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

@@ -84,7 +84,7 @@ def _quiet_http(args) -> None:
 
 def _credentials(args):
     from runtime.adapters.credentials import ENV_PASSWORD, Credentials
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
 
     if args.password_stdin:
         if not args.username:
@@ -102,7 +102,7 @@ def _credentials(args):
 
 def _annotations(args) -> dict[str, str]:
     from runtime.adapters.image import adapter_annotations
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
 
     annotations = adapter_annotations(args.preset, args.revision, args.method)
     for item in args.annotation:
@@ -114,7 +114,7 @@ def _annotations(args) -> dict[str, str]:
 
 
 def _wait_for_sentinel(output_dir: Path, timeout: float, poll: float) -> None:
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
 
     sentinel = output_dir / SENTINEL
     deadline = time.monotonic() + timeout if timeout > 0 else None
@@ -127,7 +127,7 @@ def _wait_for_sentinel(output_dir: Path, timeout: float, poll: float) -> None:
 
 
 def _push(args) -> int:
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
 
     if args.wait_for is not None:
         if len(args.paths) != 1:
@@ -164,7 +164,7 @@ def _push(args) -> int:
 
 
 def _pull(args) -> int:
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
 
     credentials = _credentials(args)
     _quiet_http(args)
@@ -184,7 +184,7 @@ def _pull(args) -> int:
 
 
 def _pack(args) -> int:
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
 
     annotations = _annotations(args)
     from runtime.adapters.oci import pack_adapter, write_oci_layout

@@ -49,7 +49,7 @@ def add_commands(sub) -> None:
 def _load(filename: str, namespace: str | None = None) -> dict:
     import yaml
 
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
 
     try:
         text = sys.stdin.read() if filename == "-" else open(filename, encoding="utf-8").read()
@@ -71,7 +71,7 @@ def _load(filename: str, namespace: str | None = None) -> dict:
 
 
 def _resolve(obj: dict):
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
     from runtime.controller import spec
 
     try:
@@ -94,7 +94,7 @@ def _render(args) -> int:
 
 
 def _client():
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
     from runtime.controller import kube
 
     try:
@@ -149,7 +149,7 @@ def workspace_table(items: list[dict], now: dt.datetime | None = None) -> str:
 
 
 def _get(args) -> int:
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
     from runtime.controller import kube
 
     client = _client()

@@ -41,7 +41,7 @@ def inference_commands(resolved: Resolved, workdir: Path, engine: str, port: int
 
     ws, preset = resolved.workspace, resolved.preset
     if preset is None:
-        from runtime.cli import CommandError
+        from runtime.command import CommandError
 
         raise CommandError("inference.template workspaces cannot run locally: there is no preset to serve")
     adapters_dir, config_dir = workdir / "adapter", workdir / "config"
@@ -89,17 +89,17 @@ def tuning_commands(resolved: Resolved, workdir: Path) -> tuple[list[list[str]],
     if tuning.input.urls:
         commands.append([*_kaito(), "data", "fetch", "--to", str(data_dir), *tuning.input.urls])
     elif tuning.input.image:
-        from runtime.cli import CommandError
+        from runtime.command import CommandError
 
         # In a pod the dataset image's own shell copies its /data (render.py); nothing here unpacks a whole image.
         raise CommandError("tuning.input.image: dataset images cannot be used with --local; use urls or a "
                            "hostPath volumeSource")
     elif tuning.input.volume_source is not None and _host_path(tuning.input.volume_source) is None:
-        from runtime.cli import CommandError
+        from runtime.command import CommandError
 
         raise CommandError("tuning.input.volumeSource: only hostPath volumes can be used with --local")
     if tuning.config:
-        from runtime.cli import CommandError
+        from runtime.command import CommandError
 
         raise CommandError(f"tuning.config: ConfigMap {tuning.config!r} cannot be read locally; remove it to use "
                            "the default training config")
@@ -143,7 +143,7 @@ def _call(command: list[str], env: dict[str, str]) -> int:
 def run(resolved: Resolved, *, engine: str = "process", port: int = 5000, image: str | None = None,
         dry_run: bool = False, workdir: Path | None = None) -> int:
     """Run the workspace's commands in order; stop at the first failure. Returns the exit code."""
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
 
     own_workdir = workdir is None
     workdir = Path(workdir or tempfile.mkdtemp(prefix=f"kaito-{resolved.workspace.name}-"))

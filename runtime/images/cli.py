@@ -93,7 +93,7 @@ def _errors():
 
 def _run(fn, *args, **kwargs):
     from presets import UnknownPreset
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
 
     try:
         return fn(*args, **kwargs)

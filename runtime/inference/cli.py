@@ -7,39 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-_FLAGS = (
-    # flag, settings field, type, help
-    ("--model-path", "model_path", str, "weights folder (default: the preset's)"),
-    ("--served-model-name", "served_model_name", str, "name clients use in `model` (default: the preset name)"),
-    ("--host", "host", str, "address to bind (default 0.0.0.0)"),
-    ("--port", "port", int, "port (default 5000)"),
-    ("--adapters-dir", "adapters_dir", str, "LoRA adapters folder, one sub-folder per adapter (default /mnt/adapter)"),
-    ("--api-key", "api_key", str, "require `Authorization: Bearer KEY` (or set KAITO_API_KEY / API_KEY)"),
-    ("--runtime", "runtime", str, "vllm or transformers (default: vllm where the preset prefers it and vLLM is installed)"),
-    ("--dtype", "dtype", str, "auto|float32|bfloat16|float16 (default: the preset's)"),
-    ("--device", "device", str, "auto|cpu|cuda"),
-    ("--quantization", "quantization", str, "bnb-4bit: load the base in 4-bit NF4"),
-    ("--max-model-len", "max_model_len", int, "context length (default: the model's)"),
-    ("--max-batch-size", "max_batch_size", int, "requests decoded together (default 16)"),
-    ("--max-queued-requests", "max_queued_requests", int, "waiting requests allowed before 429 (default 64)"),
-    ("--num-blocks", "num_blocks", int, "KV-cache blocks"),
-    ("--max-batch-tokens", "max_batch_tokens", int, "tokens per forward pass"),
-    ("--page-size", "page_size", int, "tokens per KV-cache block (default 64)"),
-    ("--default-max-tokens", "default_max_tokens", int, "max_tokens when a request gives none (default 256)"),
-    ("--chat-template", "chat_template", str, "chat template file or inline Jinja"),
-    ("--adapter-combination", "adapter_combination", str, "svd|cat|linear: how adapters are combined (Kaito: svd)"),
-    ("--pipeline", "pipeline", str, "Kaito /chat mode: text-generation (prompt) or conversational (messages)"),
-    ("--torch-threads", "torch_threads", int, "torch threads on CPU"),
-)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("preset", nargs="?", default=None, help="preset name (default smollm2-135m-instruct)")
-    parser.add_argument("--config", default=None, help="YAML file of settings (keys = flag names)")
-    for flag, dest, kind, text in _FLAGS:
-        parser.add_argument(flag, dest=dest, type=kind, default=None, help=text)
-    parser.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true", default=None,
-                        help="allow model code from the weights folder (only if the preset needs it)")
+from runtime.inference.flags import FLAGS, add_arguments
 
 
 def add_commands(sub) -> None:
@@ -50,10 +18,10 @@ def add_commands(sub) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
     from runtime.inference.settings import SettingsError, resolve_settings
 
-    flags = {dest: getattr(args, dest) for _, dest, _, _ in _FLAGS}
+    flags = {dest: getattr(args, dest) for _, dest, _, _ in FLAGS}
     flags["preset"] = args.preset
     flags["trust_remote_code"] = args.trust_remote_code
     try:
@@ -126,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     import logging
     import sys
 
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
 
-    parser = argparse.ArgumentParser(prog="python -m runtime.inference", description=add_commands.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m runtime.inference", description="Serve a preset: Kaito's /chat and the OpenAI API. Settings: flags > environment (KAITO_<SETTING>) > --config YAML > preset.")
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -55,8 +55,8 @@ class ManualPlan:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """`kaito serve`'s flags (runtime/inference/cli.py) plus the engine sizing flags only vLLM has."""
-    from runtime.inference.cli import add_arguments
+    """`kaito serve`'s flags (runtime/inference/flags.py) plus the engine sizing flags only vLLM has."""
+    from runtime.inference.flags import add_arguments
 
     p = argparse.ArgumentParser(
         prog="python -m runtime.inference.vllm_backend",

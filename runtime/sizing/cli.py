@@ -54,7 +54,7 @@ def add_commands(sub) -> None:
 
 
 def _error(message: str):
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
 
     return CommandError(message)
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from runtime.cli import main
+from runtime.tuning.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["tune", *sys.argv[1:]]))
+    sys.exit(main())

@@ -43,7 +43,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 def handle(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
     from runtime.tuning.config import ConfigError
     from runtime.tuning.data import DataError
     from runtime.tuning.fetch import DownloadError, is_url
@@ -69,7 +69,7 @@ def handle(args: argparse.Namespace) -> int:
 def handle_fetch(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from runtime.cli import CommandError
+    from runtime.command import CommandError
     from runtime.tuning.config import DatasetConfigSection
     from runtime.tuning.fetch import DownloadError, fetch_all
 
@@ -100,3 +100,24 @@ def add_commands(sub) -> None:
     fetch.add_argument("--max-bytes", type=int, help="refuse a file larger than this (default 20 GiB)")
     fetch.add_argument("--retries", type=int, help="retries per URL after the first try (default 3)")
     fetch.set_defaults(handler=handle_fetch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m runtime.tuning ...`: `kaito tune ...` without the rest of the `kaito` CLI."""
+    import logging
+    import sys
+
+    from runtime.command import CommandError
+
+    parser = argparse.ArgumentParser(prog="python -m runtime.tuning",
+                                     description="Fine-tune a preset with LoRA or QLoRA (Kaito's tuning job).")
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return handle(args)
+    except CommandError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.code
+    except KeyboardInterrupt:
+        return 130
