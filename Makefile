@@ -17,7 +17,7 @@ help:
 	@echo "make serve        serve the default model (SmolLM2-135M-Instruct) on http://localhost:5000"
 	@echo "make test         the whole suite (slow, registry, image and vllm tiers included)"
 	@echo "make test-fast    the inner loop: unit and tiny-model tests, no slow tiers"
-	@echo "make lint         ruff"
+	@echo "make lint         ruff, and import-linter's layer contracts (pyproject.toml)"
 	@echo "make bench        serving and tuning benchmarks (writes benchmarks/results/*.json)"
 
 install: $(STAMP)
@@ -50,7 +50,7 @@ system-deps:
 serve: install
 	$(BIN)/kaito serve
 
-test: install install-vllm system-deps
+test: lint install-vllm system-deps
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install
@@ -61,6 +61,7 @@ test-vllm: install install-vllm
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: install
 	$(TEST_ENV) $(BIN)/python -m benchmarks.serving.run
