@@ -12,8 +12,6 @@ from pathlib import Path
 
 from runtime.kaito import SENTINEL
 
-"""Written by the trainer into its output directory when the adapter is complete (Kaito's convention)."""
-
 log = logging.getLogger(__name__)
 
 

@@ -297,12 +297,6 @@ class VllmEngine:
             if not finished:  # the caller closed the stream (client gone, stop string): free the slot now
                 await self.engine.abort(request_id)
 
-    def stats(self):
-        from runtime.inference.backends.base import EngineStats
-
-        running, waiting = _engine_gauges(self.base_name)
-        return EngineStats(running=running, waiting=waiting)
-
     async def load_adapter(self, name: str, path: str) -> None:
         from vllm.entrypoints.serve.lora.protocol import LoadLoRAAdapterRequest
 
@@ -341,22 +335,6 @@ def _raise_on_error_response(result) -> None:
     if getattr(error, "code", None) == 404:
         raise ModelNotFound(message, param="lora_name")
     raise BadRequest(message, param="lora_name")
-
-
-def _engine_gauges(model_name: str) -> tuple[int, int]:
-    """vLLM's own running/waiting gauges (the numbers gateways read), summed over engines."""
-    from vllm.v1.metrics.prometheus import get_prometheus_registry
-
-    running = waiting = 0.0
-    for metric in get_prometheus_registry().collect():
-        if metric.name not in ("vllm:num_requests_running", "vllm:num_requests_waiting"):
-            continue
-        total = sum(s.value for s in metric.samples if s.labels.get("model_name") in (model_name, None))
-        if metric.name.endswith("running"):
-            running = total
-        else:
-            waiting = total
-    return int(running), int(waiting)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ imports torch, transformers or vLLM.
 from __future__ import annotations
 
 import importlib.util
-import os
 
 RUNTIMES = ("vllm", "transformers")
 
@@ -44,11 +43,11 @@ def _preset_name(argv: list[str]) -> str | None:
 
 
 def choose_runtime(argv: list[str], default_preset: str | None = None) -> str:
-    """`vllm` or `transformers` for this command line (`KAITO_RUNTIME` in the environment counts as a flag).
+    """`vllm` or `transformers` for this command line (`KAITO_RUNTIME` is read with the other settings, before).
 
     Raises ValueError for an unknown runtime name or vLLM asked for on a preset that does not support it.
     """
-    asked = _option(argv, "--runtime") or os.environ.get("KAITO_RUNTIME")
+    asked = _option(argv, "--runtime")
     if asked is not None and asked not in RUNTIMES:
         raise ValueError(f"--runtime: unknown runtime {asked!r}; choose one of {', '.join(RUNTIMES)}")
     name = _preset_name(argv) or default_preset
@@ -67,10 +66,6 @@ def choose_runtime(argv: list[str], default_preset: str | None = None) -> str:
     if preset is not None and preset.runtimes and preset.runtimes[0] == "vllm" and vllm_installed():
         return "vllm"
     return "transformers"
-
-
-def wants_vllm(argv: list[str], default_preset: str | None = None) -> bool:
-    return choose_runtime(argv, default_preset) == "vllm"
 
 
 def runtime_for(runtime: str | None, preset: str | None) -> str:

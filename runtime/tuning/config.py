@@ -115,7 +115,8 @@ class DatasetConfigSection(_Closed):
 
 
 class DataCollatorSection(_Closed):
-    """Kaito's ExtDataCollator. Causal LM only: `mlm` is accepted for compatibility and forced off."""
+    """Kaito's ExtDataCollator. `mlm` and `mlm_probability` are accepted for compatibility with Kaito's files and
+    not used: the trainer trains a causal LM (labels from the chat mask). `pad_to_multiple_of` is used."""
 
     mlm: bool = False
     mlm_probability: float = 0.15

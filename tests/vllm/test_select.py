@@ -20,8 +20,11 @@ def test_flag_wins(monkeypatch):
 
 
 def test_environment_counts_as_the_flag(monkeypatch):
-    monkeypatch.setenv("KAITO_RUNTIME", "vllm")
-    assert choose_runtime(["tiny-llama"]) == "vllm"
+    # KAITO_RUNTIME is read once, with every other KAITO_* setting; `kaito serve` then asks choose_runtime only
+    # when neither the flag nor the environment chose.
+    from runtime.inference.settings import resolve_settings
+
+    assert resolve_settings({"preset": "tiny-llama"}, environ={"KAITO_RUNTIME": "vllm"}).runtime == "vllm"
 
 
 def test_unknown_runtime_is_refused():

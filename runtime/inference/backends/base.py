@@ -90,7 +90,8 @@ class Backend(Protocol):
     def stream(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         """Generate; closing the iterator early (client gone, stop string) cancels the generation."""
 
-    def stats(self) -> EngineStats: ...
+    def stats(self) -> EngineStats:
+        """Running and waiting requests, for our gauges; not needed by an engine that exports its own (vLLM)."""
 
     async def load_adapter(self, name: str, path: str) -> None: ...
 
