@@ -19,6 +19,7 @@ from typing import Protocol
 from presets import Preset
 from runtime.inference.vllm_config import FlagValue, VllmUserConfig, flag_name, flags_to_argv
 from runtime.kaito import ADAPTERS_DIR, INFERENCE_PORT, WEIGHTS_DIR
+from runtime.kaito.templates import preset_template_path
 
 # Ranks vLLM accepts for --max-lora-rank (vllm/config/lora.py MaxLoRARanks); we round up to the next one.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -91,13 +92,6 @@ def lora_rank_limit(ranks: list[int]) -> int:
     raise EngineArgsError(f"adapter rank {need} is above vLLM's largest --max-lora-rank {VLLM_LORA_RANKS[-1]}")
 
 
-def chat_templates_dir() -> Path:
-    """presets/chat_templates in this checkout or installed package."""
-    import presets
-
-    return Path(presets.__file__).parent / "chat_templates"
-
-
 @dataclass(frozen=True)
 class VllmSettings:
     """Our own server settings that shape the engine flags."""
@@ -157,8 +151,9 @@ def derived_flags(preset: Preset, plan: PlanLike | None, settings: VllmSettings)
     if max_num_seqs:
         flags["max-num-seqs"] = int(max_num_seqs)
     if preset.chat_template:
-        folder = settings.chat_templates or chat_templates_dir()
-        flags["chat-template"] = str(Path(folder) / preset.chat_template)
+        path = Path(settings.chat_templates) / preset.chat_template if settings.chat_templates else (
+            preset_template_path(preset))
+        flags["chat-template"] = str(path)
     if preset.tool_call_parser:
         flags["tool-call-parser"] = preset.tool_call_parser
         flags["enable-auto-tool-choice"] = True

@@ -431,9 +431,9 @@ async def serve(vllm_argv: list[str], settings, preset, chat_template: str | Non
 def _chat_template_text(flags: list[str]) -> str | None:
     if "--chat-template" not in flags:
         return None
-    value = flags[flags.index("--chat-template") + 1]
-    path = Path(value)
-    return path.read_text() if path.is_file() else value
+    from runtime.kaito.templates import read_template
+
+    return read_template(flags[flags.index("--chat-template") + 1])
 
 
 def serve_namespace(args: argparse.Namespace) -> int:

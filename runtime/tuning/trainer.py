@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.kaito import DATA_DIR, INFERENCE_PORT, SENTINEL, WEIGHTS_DIR
+from runtime.kaito.templates import TemplateNotFound, preset_template_path, read_template
 from runtime.tuning.config import (
     ConfigError,
     TrainingConfig,
@@ -206,12 +207,13 @@ def load_tokenizer(folder: Path, preset, config: TrainingConfig):
     mc = config.ModelConfig
     tok = AutoTokenizer.from_pretrained(folder, local_files_only=mc.local_files_only,
                                         trust_remote_code=preset.trust_remote_code)
-    template = mc.chat_template
-    if template is None and preset.chat_template:
-        path = Path(__file__).resolve().parents[2] / "presets" / "chat_templates" / preset.chat_template
-        template = str(path) if path.exists() else None
-    if template:
-        tok.chat_template = Path(template).read_text() if Path(template).is_file() else template
+    if mc.chat_template:
+        try:
+            tok.chat_template = read_template(mc.chat_template)
+        except TemplateNotFound as err:
+            raise ConfigError(f"ModelConfig.chat_template: {err}") from None
+    elif preset.chat_template:
+        tok.chat_template = preset_template_path(preset).read_text()
     if not tok.chat_template:
         raise TuneError(f"the tokenizer in {folder} has no chat template; set ModelConfig.chat_template")
     if tok.pad_token is None:

@@ -13,8 +13,9 @@ import subprocess
 import pytest
 
 import presets
-from runtime.inference.vllm_args import Adapter, VllmSettings, chat_templates_dir, engine_args
+from runtime.inference.vllm_args import Adapter, VllmSettings, engine_args
 from runtime.inference.vllm_config import parse_config
+from runtime.kaito.templates import templates_dir as chat_templates_dir
 from tests.vllm.server import REPO, require_vllm_venv, vllm_env
 
 pytestmark = pytest.mark.vllm

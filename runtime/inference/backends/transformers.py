@@ -32,6 +32,7 @@ from runtime.inference.backends.base import Delta, EngineStats, GenerationReques
 from runtime.inference.errors import BadRequest, ModelNotFound, NotImplementedInBackend, ServiceUnavailable
 from runtime.inference.settings import ServerSettings, SettingsError, model_location
 from runtime.kaito import ADAPTER_FILES
+from runtime.kaito.templates import TemplateNotFound, preset_template_path, read_template
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +166,12 @@ class TransformersBackend:
 
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust, **extra)
         if s.chat_template:
-            tokenizer.chat_template = _read_template(s.chat_template)
+            try:
+                tokenizer.chat_template = read_template(s.chat_template)
+            except TemplateNotFound as err:
+                raise SettingsError(f"chat_template: {err}") from None
         elif preset.chat_template:  # the preset's own template file (presets/chat_templates/)
-            tokenizer.chat_template = (Path(presets.__file__).parent / "chat_templates" / preset.chat_template
-                                       ).read_text()
+            tokenizer.chat_template = preset_template_path(preset).read_text()
         kwargs: dict = {"trust_remote_code": trust, "attn_implementation": "sdpa", **extra}
         dtype = "auto" if dtype_name == "auto" else getattr(torch, dtype_name)
         if s.quantization == "bnb-4bit":
@@ -501,15 +504,3 @@ def _eos_ids(model, tokenizer) -> set[int]:
         elif source:
             ids.update(int(i) for i in source)
     return ids
-
-
-def _read_template(value: str) -> str:
-    # Kaito's rule: a string with braces or a newline is the template itself, anything else a file path.
-    if any(c in value for c in "{}\n"):
-        return value
-    path = Path(value)
-    if not path.is_file():
-        raise SettingsError(f"chat_template: {path} is not a file")
-    return path.read_text()
-
-
