@@ -10,7 +10,6 @@ Precedence, lowest first: what we derive (plan, adapters, preset parsers) < the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Protocol
 from presets import Preset
 from runtime.inference.vllm_config import FlagValue, VllmUserConfig, flag_name, flags_to_argv
 from runtime.kaito import ADAPTERS_DIR, INFERENCE_PORT, WEIGHTS_DIR
+from runtime.kaito.adapters import AdapterFolderError, adapter_folders
 from runtime.kaito.templates import preset_template_path
 
 # Ranks vLLM accepts for --max-lora-rank (vllm/config/lora.py MaxLoRARanks); we round up to the next one.
@@ -58,29 +58,13 @@ class Adapter:
 
 
 def find_adapters(adapters_dir: str | Path | None) -> list[Adapter]:
-    """Every sub-folder of `adapters_dir` holding an adapter_config.json, sorted by name, with its rank.
-
-    A missing folder means no adapters (the usual case without a Workspace `adapters:` list).
-    """
-    if adapters_dir is None:
-        return []
-    root = Path(adapters_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        cfg_path = folder / "adapter_config.json"
-        if not cfg_path.is_file():
-            continue
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise EngineArgsError(f"{cfg_path}: not readable JSON: {err}") from None
-        rank = cfg.get("r") if isinstance(cfg, dict) else None
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise EngineArgsError(f"{cfg_path}: field r (LoRA rank) must be a positive integer, got {rank!r}")
-        found.append(Adapter(name=folder.name, path=folder.resolve(), rank=rank))
-    return found
+    """Every adapter under `adapters_dir`, sorted by name, with its rank (runtime.kaito.adapters' rule; a bad one
+    raises EngineArgsError naming the file and the reason). A missing folder means no adapters."""
+    try:
+        return [Adapter(name=name, path=path, rank=int(config["r"]))
+                for name, (path, config) in adapter_folders(adapters_dir).items()]
+    except AdapterFolderError as err:
+        raise EngineArgsError(str(err)) from None
 
 
 def lora_rank_limit(ranks: list[int]) -> int:

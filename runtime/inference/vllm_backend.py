@@ -300,8 +300,8 @@ class VllmEngine:
     async def load_adapter(self, name: str, path: str) -> None:
         from vllm.entrypoints.serve.lora.protocol import LoadLoRAAdapterRequest
 
-        from runtime.adapters.folder import AdapterFolderError, check_adapter_folder
         from runtime.inference.errors import BadRequest
+        from runtime.kaito.adapters import AdapterFolderError, check_adapter_folder
 
         if not path.startswith("oci://"):  # the same folder rule as the transformers backend, before vLLM reads it
             try:

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from runtime.adapters.folder import AdapterFolderError, check_adapter_folder
+from runtime.kaito.adapters import AdapterFolderError, check_adapter_folder
 
 
 def safetensors_bytes(names=("base_model.model.layers.0.q_proj.lora_A.weight",)) -> bytes:
@@ -37,9 +37,9 @@ def test_a_good_folder_gives_its_config(tmp_path):
     (None, b"", "lacks adapter_config.json, adapter_model.safetensors"),
     ("not json", safetensors_bytes(), "adapter_config.json is not valid JSON"),
     ("[1]", safetensors_bytes(), "must be a JSON object, got list"),
-    ({}, safetensors_bytes(), "peft_type must be \"LORA\", got None"),
-    ({**GOOD, "peft_type": "IA3"}, safetensors_bytes(), "peft_type must be \"LORA\", got 'IA3'"),
-    ({**GOOD, "r": 0}, safetensors_bytes(), "r (the LoRA rank) must be a positive integer, got 0"),
+    ({}, safetensors_bytes(), "adapter_config.json: field peft_type must be \"LORA\", got None"),
+    ({**GOOD, "peft_type": "IA3"}, safetensors_bytes(), "field peft_type must be \"LORA\", got 'IA3'"),
+    ({**GOOD, "r": 0}, safetensors_bytes(), "adapter_config.json: field r (the LoRA rank) must be a positive integer, got 0"),
     ({**GOOD, "r": True}, safetensors_bytes(), "got True"),
     (GOOD, b"", "not a safetensors file"),
     (GOOD, struct.pack("<Q", 10**12) + b"{}", "not a safetensors file"),

@@ -114,13 +114,15 @@ def test_settings_errors_name_the_field_and_source(tmp_path):
 
 
 def test_adapter_discovery_and_strength(tmp_path):
-    for name, files in {"a": ["adapter_config.json", "adapter_model.safetensors"], "b": ["adapter_config.json"],
-                        "c": []}.items():
-        (tmp_path / name).mkdir()
-        for f in files:
-            (tmp_path / name / f).write_text("{}")
+    from tests.adapters.test_folder import GOOD, folder, safetensors_bytes
+
+    folder(tmp_path, GOOD, safetensors_bytes(), name="a")
+    (tmp_path / "c").mkdir()  # no adapter_config.json: not an adapter
     assert list(discover_adapters(tmp_path)) == ["a"]
     assert discover_adapters(tmp_path / "missing") == {}
+    folder(tmp_path, GOOD, None, name="b")  # a config without safetensors weights: refused, not skipped
+    with pytest.raises(SettingsError, match="adapters_dir: .*/b lacks adapter_model.safetensors"):
+        discover_adapters(tmp_path)
     assert adapter_strength("a", {"a": "0.25"}) == 0.25 and adapter_strength("a", {}) == 1.0
     with pytest.raises(SettingsError, match="a=2.0"):
         adapter_strength("a", {"a": "2"})

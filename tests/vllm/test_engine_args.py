@@ -42,9 +42,12 @@ def option(argv: list[str], name: str) -> str:
 
 
 def write_adapter(root: Path, name: str, rank) -> Path:
+    from tests.adapters.test_folder import safetensors_bytes
+
     folder = root / name
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text(json.dumps({"r": rank, "peft_type": "LORA"}))
+    (folder / "adapter_model.safetensors").write_bytes(safetensors_bytes())  # one rule: safetensors weights too
     return folder
 
 

@@ -27,11 +27,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from runtime.adapters.folder import AdapterFolderError, check_adapter_folder
 from runtime.inference.backends.base import Delta, EngineStats, GenerationRequest, ModelCard
 from runtime.inference.errors import BadRequest, ModelNotFound, NotImplementedInBackend, ServiceUnavailable
 from runtime.inference.settings import ServerSettings, SettingsError, model_location
-from runtime.kaito import ADAPTER_FILES
+from runtime.kaito.adapters import AdapterFolderError, adapter_folders, check_adapter_folder
 from runtime.kaito.templates import TemplateNotFound, preset_template_path, read_template
 
 log = logging.getLogger(__name__)
@@ -42,17 +41,12 @@ ENGINE_CHECK_S = 1.0
 
 
 def discover_adapters(adapters_dir: str | Path) -> dict[str, Path]:
-    """Kaito's layout: every <dir>/<name>/ holding adapter_config.json and adapter_model.safetensors."""
-    root = Path(adapters_dir)
-    if not root.is_dir():
-        return {}
-    found = {}
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        if all((sub / f).is_file() for f in ADAPTER_FILES):
-            found[sub.name] = sub
-        elif (sub / "adapter_config.json").is_file():
-            log.warning("skipping adapter %s: no adapter_model.safetensors (only safetensors are loaded)", sub)
-    return found
+    """Every adapter under `adapters_dir` (Kaito's layout; the rule is runtime.kaito.adapters'), by name; a bad
+    one is a SettingsError naming it, so the server does not start without an adapter it was given."""
+    try:
+        return {name: path for name, (path, _config) in adapter_folders(adapters_dir).items()}
+    except AdapterFolderError as err:
+        raise SettingsError(f"adapters_dir: {err}") from None
 
 
 def adapter_strength(name: str, environ=os.environ) -> float:
@@ -156,6 +150,9 @@ class TransformersBackend:
             raise SettingsError(f"preset: {err}") from None
         if "transformers" not in preset.runtimes:
             raise SettingsError(f"preset: {preset.name} does not support the transformers runtime")
+        adapters = discover_adapters(s.adapters_dir)  # checked before any weights are read
+        if adapters and not preset.lora_serving:
+            raise SettingsError(f"adapters_dir: preset {preset.name} does not allow LoRA adapters")
         location, extra = model_location(self.settings.model_path, preset)
         self.model_root = location
         trust = preset.trust_remote_code if s.trust_remote_code is None else s.trust_remote_code
@@ -197,10 +194,7 @@ class TransformersBackend:
         self.max_model_len = min(s.max_model_len or config_len, config_len)
         self._eos = _eos_ids(model, tokenizer)
 
-        adapters = discover_adapters(s.adapters_dir)
         if adapters:
-            if not preset.lora_serving:
-                raise SettingsError(f"adapters_dir: preset {preset.name} does not allow LoRA adapters")
             self._load_startup_adapters(adapters)
         self._start_engine(device)
         self._ready = True

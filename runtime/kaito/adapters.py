@@ -1,8 +1,10 @@
-"""What an adapter folder must hold before an engine loads it, checked without torch.
+"""What an adapter folder holds (Kaito's /mnt/adapter/<name>/ layout), checked without torch: one rule for both
+serving backends, at start-up (`adapter_folders`) and on a hot load (`check_adapter_folder`).
 
-Both serving backends call `check_adapter_folder` before they hand a folder to peft or vLLM, so a bad folder is a
-clear error naming what is wrong (a 400 on `/v1/load_lora_adapter`), never an engine exception halfway through a
-load.
+A sub-folder with an adapter_config.json is an adapter; it must hold a LoRA config (peft_type LORA, a positive
+rank r) and a safetensors file with tensors (never pickle weights), or it is an error naming the file and the
+reason: at start-up the server refuses to start, on a hot load the request gets a 400. A bad folder never
+reaches peft or vLLM.
 """
 
 from __future__ import annotations
@@ -40,21 +42,37 @@ def check_adapter_folder(path: str | Path) -> dict[str, Any]:
             header = weights.read(header_len) if header_len and header_len <= MAX_SAFETENSORS_HEADER else b""
     except OSError as err:  # a name too long, no permission, a loop of links...
         raise AdapterFolderError(f"cannot read {folder}: {err.strerror or err}") from None
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     try:
         config = json.loads(config_text)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AdapterFolderError(f"{CONFIG_FILE} is not valid JSON: {err}") from None
+        raise AdapterFolderError(f"{config_path} is not valid JSON: {err}") from None
     if not isinstance(config, dict):
-        raise AdapterFolderError(f"{CONFIG_FILE} must be a JSON object, got {type(config).__name__}")
+        raise AdapterFolderError(f"{config_path} must be a JSON object, got {type(config).__name__}")
     if config.get("peft_type") != "LORA":
-        raise AdapterFolderError(f"{CONFIG_FILE}: peft_type must be \"LORA\", got {config.get('peft_type')!r}")
+        raise AdapterFolderError(f"{config_path}: field peft_type must be \"LORA\", got {config.get('peft_type')!r}")
     rank = config.get("r")
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise AdapterFolderError(f"{CONFIG_FILE}: r (the LoRA rank) must be a positive integer, got {rank!r}")
+        raise AdapterFolderError(f"{config_path}: field r (the LoRA rank) must be a positive integer, got {rank!r}")
     try:
         tensors = json.loads(header) if header_len is not None and len(header) == header_len else None
     except (UnicodeDecodeError, json.JSONDecodeError):
         tensors = None
     if not isinstance(tensors, dict) or not any(key != "__metadata__" for key in tensors):
-        raise AdapterFolderError(f"{WEIGHTS_FILE} is not a safetensors file with tensors")
+        raise AdapterFolderError(f"{weights_path} is not a safetensors file with tensors")
     return config
+
+
+def adapter_folders(root: str | Path | None) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Every adapter under `root` (Kaito's /mnt/adapter), by name, with its config; sorted by name.
+
+    A missing root means no adapters (the usual case without a Workspace `adapters:` list); a sub-folder without
+    an adapter_config.json is not an adapter (lost+found, a half-pulled image); any other bad sub-folder raises.
+    """
+    if root is None or not Path(root).is_dir():
+        return {}
+    found = {}
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        if (folder / CONFIG_FILE).is_file():
+            found[folder.name] = (folder.resolve(), check_adapter_folder(folder))
+    return found
