@@ -454,7 +454,10 @@ class TransformersBackend:
             seen = 0
             while True:
                 try:
-                    output = await asyncio.wait_for(queue.get(), ENGINE_CHECK_S)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (the client left)
+                    # that arrives as a token does, and the request would then run to its end.
+                    async with asyncio.timeout(ENGINE_CHECK_S):
+                        output = await queue.get()
                 except TimeoutError:
                     # CB fails the requests it holds when its loop dies; this catches any it did not reach.
                     if self.failure() is not None:
