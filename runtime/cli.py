@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
-from runtime.command import CommandError  # noqa: F401 (re-exported: `from runtime.cli import CommandError`)
+from runtime.command import CommandError, run_command  # noqa: F401 (CommandError re-exported for callers)
 
 # Modules that contribute sub-commands, in help order.
 AREAS = (
@@ -43,22 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return int(args.handler(args) or 0)
-    except CommandError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.code
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # `kaito presets list | head`: the reader left; not an error
-        sys.stderr.close()
-        return 0
+    args = build_parser().parse_args(argv)
+    return run_command(args.handler, args, verbose=args.verbose)
 
 
 if __name__ == "__main__":

@@ -14,24 +14,14 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Protocol
 
 from presets import Preset
 from runtime.kaito import ADAPTERS_DIR, INFERENCE_PORT, RAY_PORT, WEIGHTS_DIR
+from runtime.sizing.plan import PlanLike
 
 
 class LaunchError(ValueError):
     """A plan or preset that cannot be launched as asked (the message says why)."""
-
-
-class PlanLike(Protocol):
-    """What we read from runtime.sizing.plan.InferencePlan (duck-typed)."""
-
-    tensor_parallel_size: int
-    pipeline_parallel_size: int
-    gpu_memory_utilization: float
-    max_model_len: int
-    dtype: str
 
 
 # --dtype values our server's settings accept; others (fp8, mxfp4: quantized checkpoints) are left to vLLM (auto).

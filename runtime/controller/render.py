@@ -157,6 +157,22 @@ def weights_cache_volume(preset) -> dict[str, Any]:
     return {"name": "model-weights-volume", "emptyDir": {"sizeLimit": f"{size}Gi"}}
 
 
+def pod_spec(ws: Workspace, containers: list[dict[str, Any]], volumes: list[dict[str, Any]],
+             init_containers: list[dict[str, Any]], gpus: int, pull_secrets: list[str], **first: Any
+             ) -> dict[str, Any]:
+    """A pod spec on the Workspace's nodes: `first` fields, affinity, containers, volumes, then what applies of
+    init containers, GPU tolerations and image pull secrets (each secret once)."""
+    spec: dict[str, Any] = {**first, "affinity": node_affinity(ws), "containers": containers, "volumes": volumes}
+    if init_containers:
+        spec["initContainers"] = init_containers
+    tolerations = gpu_tolerations(gpus)
+    if tolerations:
+        spec["tolerations"] = tolerations
+    if pull_secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in dict.fromkeys(pull_secrets)]
+    return spec
+
+
 def with_hash(manifest: dict[str, Any]) -> dict[str, Any]:
     """Stamp the manifest's own hash into an annotation (the applier compares it to skip no-op updates)."""
     body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
@@ -301,19 +317,8 @@ def inference_pod_template(ws: Workspace, preset, fit: FitReport, settings: Rend
         del main["env"]
     if not main["resources"]:
         del main["resources"]
-    pod_spec: dict[str, Any] = {
-        "affinity": node_affinity(ws),
-        "containers": [main],
-        "volumes": volumes,
-    }
-    if init_containers:
-        pod_spec["initContainers"] = init_containers
-    tolerations = gpu_tolerations(gpus)
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
-    if pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": s} for s in pull_secrets]
-    return {"metadata": {"labels": labels(ws)}, "spec": pod_spec}
+    return {"metadata": {"labels": labels(ws)},
+            "spec": pod_spec(ws, [main], volumes, init_containers, gpus, pull_secrets)}
 
 
 def template_pod(ws: Workspace) -> dict[str, Any]:
@@ -432,23 +437,11 @@ def render_tuning(ws: Workspace, preset, fit: FitReport, settings: RenderSetting
         with_docker_config(pusher, volumes, "push-secret", output.image_push_secret)
         containers.append(pusher)
         pull_secrets.append(output.image_push_secret)
-    pod_spec: dict[str, Any] = {
-        # OnFailure restarts a crashed container in the same pod, so the emptyDir results volume survives: the
-        # trainer resumes from its last checkpoint and a failed push is retried without retraining.
-        "restartPolicy": "OnFailure",
-        "affinity": node_affinity(ws),
-        "containers": containers,
-        "volumes": volumes,
-    }
-    if init_containers:
-        pod_spec["initContainers"] = init_containers
-    tolerations = gpu_tolerations(gpus)
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
-    if pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": s} for s in dict.fromkeys(pull_secrets)]
+    # OnFailure restarts a crashed container in the same pod, so the emptyDir results volume survives: the trainer
+    # resumes from its last checkpoint and a failed push is retried without retraining.
+    spec = pod_spec(ws, containers, volumes, init_containers, gpus, pull_secrets, restartPolicy="OnFailure")
     out.append({"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata(ws, ws.name),
-                "spec": {"backoffLimit": TUNING_BACKOFF_LIMIT, "template": {"metadata": {"labels": labels(ws)}, "spec": pod_spec}}})
+                "spec": {"backoffLimit": TUNING_BACKOFF_LIMIT, "template": {"metadata": {"labels": labels(ws)}, "spec": spec}}})
     return out
 
 

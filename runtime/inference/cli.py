@@ -91,17 +91,10 @@ def run_server(settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
-    import sys
+    from runtime.command import run_command
 
-    from runtime.command import CommandError
-
-    parser = argparse.ArgumentParser(prog="python -m runtime.inference", description="Serve a preset: Kaito's /chat and the OpenAI API. Settings: flags > environment (KAITO_<SETTING>) > --config YAML > preset.")
+    parser = argparse.ArgumentParser(prog="python -m runtime.inference", description=(
+        "Serve a preset: Kaito's /chat and the OpenAI API. Settings: flags > environment (KAITO_<SETTING>) > "
+        "--config YAML > preset."))
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return serve(args)
-    except CommandError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.code
+    return run_command(serve, parser.parse_args(argv))

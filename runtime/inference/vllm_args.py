@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from presets import Preset
 from runtime.inference.vllm_config import FlagValue, VllmUserConfig, flag_name, flags_to_argv
 from runtime.kaito import ADAPTERS_DIR, INFERENCE_PORT, WEIGHTS_DIR
 from runtime.kaito.adapters import AdapterFolderError, adapter_folders
 from runtime.kaito.templates import preset_template_path
+from runtime.sizing.plan import PlanLike
 
 # Ranks vLLM accepts for --max-lora-rank (vllm/config/lora.py MaxLoRARanks); we round up to the next one.
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -35,16 +35,6 @@ DEFAULT_WEIGHTS_DIR = Path(WEIGHTS_DIR)
 
 class EngineArgsError(ValueError):
     """The preset, plan and settings do not make a valid vLLM launch; the message names the field."""
-
-
-class PlanLike(Protocol):
-    """What we read from runtime.sizing.plan.InferencePlan (duck-typed, so this module stays light)."""
-
-    tensor_parallel_size: int
-    pipeline_parallel_size: int
-    gpu_memory_utilization: float
-    max_model_len: int
-    dtype: str
 
 
 @dataclass(frozen=True)

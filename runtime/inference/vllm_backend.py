@@ -245,19 +245,9 @@ class VllmEngine:
         return list(self.tokenizer.encode(prompt))
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
-        from jinja2 import TemplateError
+        from runtime.inference.backends.chat import chat_prompt_ids
 
-        from runtime.inference.errors import BadRequest
-
-        try:
-            ids = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, chat_template=self.chat_template
-            )
-        except TemplateError as err:  # templates raise on roles or orders they do not take
-            raise BadRequest(f"messages: the model's chat template refused them: {err}", param="messages") from None
-        if hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
+        return chat_prompt_ids(self.tokenizer, messages, self.chat_template)
 
     def decode(self, token_ids: Sequence[int], clean_up_tokenization_spaces: bool = False) -> str:
         return self.tokenizer.decode(

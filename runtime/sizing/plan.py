@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 from presets._schema import DTYPE_BYTES, GIB, LLAMA_PROJECTIONS, Architecture, Preset
 from runtime.sizing.catalog import InstanceType, UnknownInstanceType, get_instance_type, instance_types
@@ -462,6 +463,17 @@ def estimate_tuning_memory(preset: Preset, method: str, batch_size: int = 1, seq
     result = {k: round(v, 3) for k, v in parts.items()}
     result["total"] = round(sum(result.values()), 3)
     return result
+
+
+class PlanLike(Protocol):
+    """What the server's engine flags and the pods' commands read of an InferencePlan (a plan made by hand, without
+    an instance type, has the same fields)."""
+
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    gpu_memory_utilization: float
+    max_model_len: int
+    dtype: str
 
 
 @dataclass(frozen=True)

@@ -104,20 +104,9 @@ def add_commands(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m runtime.tuning ...`: `kaito tune ...` without the rest of the `kaito` CLI."""
-    import logging
-    import sys
-
-    from runtime.command import CommandError
+    from runtime.command import run_command
 
     parser = argparse.ArgumentParser(prog="python -m runtime.tuning",
                                      description="Fine-tune a preset with LoRA or QLoRA (Kaito's tuning job).")
     _add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return handle(args)
-    except CommandError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.code
-    except KeyboardInterrupt:
-        return 130
+    return run_command(handle, parser.parse_args(argv))

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from runtime.inference.backends.base import Delta, EngineStats, GenerationRequest, ModelCard
+from runtime.inference.backends.chat import chat_prompt_ids
 from runtime.inference.errors import BadRequest, ModelNotFound, NotImplementedInBackend, ServiceUnavailable
 from runtime.inference.settings import ServerSettings, SettingsError, model_location
 from runtime.kaito.adapters import AdapterFolderError, adapter_folders, check_adapter_folder
@@ -404,15 +405,7 @@ class TransformersBackend:
         if not self.tokenizer.chat_template:
             raise BadRequest("messages: this model has no chat template; send `prompt` to /v1/completions",
                              param="messages")
-        from jinja2 import TemplateError
-
-        try:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        except TemplateError as err:  # templates raise on roles or orders they do not take
-            raise BadRequest(f"messages: the model's chat template refused them: {err}", param="messages") from None
-        if hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
+        return chat_prompt_ids(self.tokenizer, messages)
 
     def decode(self, token_ids: Sequence[int], clean_up_tokenization_spaces: bool = False) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True,
