@@ -225,7 +225,7 @@ def default_inference_config(ws: Workspace, preset, fit: FitReport) -> dict[str,
             value = getattr(plan, attr, None)
             if value is not None and not (key == "pipeline-parallel-size" and value == 1):
                 engine[key] = value
-    return {"max_probe_steps": 6, "kv_cache_cpu_memory_utilization": 0.5, "vllm": engine}
+    return {**kaito_configs.INFERENCE_DEFAULTS, kaito_configs.INFERENCE_ENGINE_SECTION: engine}
 
 
 def serve_args(ws: Workspace, preset) -> list[str]:

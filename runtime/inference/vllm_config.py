@@ -23,13 +23,14 @@ from pathlib import Path
 from types import MappingProxyType
 
 from runtime.kaito import INFERENCE_CONFIG_PATH
+from runtime.kaito.configs import INFERENCE_ENGINE_SECTION, INFERENCE_KEYS
 
 # Where Kaito mounts the inference ConfigMap.
 DEFAULT_CONFIG_PATH = Path(INFERENCE_CONFIG_PATH)
 
 # Top-level keys of Kaito's file. `transformers` (and the server's own sections) belong to the other backend;
 # we accept them and leave them alone so one file can serve both runtimes.
-KAITO_KEYS = frozenset({"vllm", "max_probe_steps", "kv_cache_cpu_memory_utilization"})
+KAITO_KEYS = INFERENCE_KEYS
 OTHER_BACKEND_KEYS = frozenset({"transformers", "server", "inference"})
 
 _FLAG = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -81,7 +82,7 @@ def parse_config(data: object, source: str = "<inline>", other_keys: frozenset[s
         raise InferenceConfigError(
             f"{source}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(KAITO_KEYS | other_keys))}"
         )
-    section = data.get("vllm") or {}
+    section = data.get(INFERENCE_ENGINE_SECTION) or {}
     if not isinstance(section, Mapping):
         raise InferenceConfigError(f"{source}: vllm must be a mapping of flag: value, got {type(section).__name__}")
     flags: dict[str, FlagValue] = {}

@@ -64,3 +64,11 @@ def default_document(method: str, *, output_dir: str, target_modules: list[str] 
     if target_modules:
         body["LoraConfig"]["target_modules"] = list(target_modules)
     return {"training_config": {section: body[section] for section in SECTIONS}}
+
+
+# Kaito's inference_config.yaml (charts/kaito/workspace/templates/inference-params.yaml): top-level settings of
+# Kaito's own server, plus one section of engine flags. Our servers accept these keys (the file is Kaito's) and
+# the controller writes them into the default ConfigMap.
+INFERENCE_DEFAULTS: dict[str, Any] = {"max_probe_steps": 6, "kv_cache_cpu_memory_utilization": 0.5}
+INFERENCE_ENGINE_SECTION = "vllm"
+INFERENCE_KEYS = frozenset({INFERENCE_ENGINE_SECTION, *INFERENCE_DEFAULTS})
