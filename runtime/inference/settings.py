@@ -110,16 +110,14 @@ def model_location(model_path: str | None, preset, weights_dir: str | Path = PRE
                    ) -> tuple[str, dict[str, Any]]:
     """Where both backends read weights: the flag, else the local builder's cache, else a preset image's baked
     weights, else the preset's hub repo at its pinned revision (with the extra loading arguments)."""
-    if model_path:
-        if not (Path(model_path) / "config.json").is_file():
-            raise SettingsError(f"model_path: {model_path} has no config.json (expected a save_pretrained folder)")
-        return str(model_path), {}
-    if preset.local_builder:
-        from runtime.models import ensure_model
+    from runtime.models import NoWeights, local_weights
 
-        return str(ensure_model(preset.local_builder)), {}
-    if (Path(weights_dir) / "config.json").is_file():  # an empty folder (a download volume) is no model
-        return str(weights_dir), {}
+    try:
+        folder = local_weights(preset, model_path, (weights_dir,))
+    except NoWeights as err:
+        raise SettingsError(f"model_path: {err}") from None
+    if folder is not None:
+        return str(folder), {}
     return preset.hf_repo, {"revision": preset.revision}
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from runtime.kaito import WEIGHTS_DIR
 
 # Bump when a builder's output changes, so stale caches are rebuilt.
 BUILDERS: dict[str, tuple[str, str]] = {
@@ -51,3 +53,25 @@ def ensure_model(builder: str) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+class NoWeights(ValueError):
+    """A weights folder the user named holds no model."""
+
+
+def local_weights(preset, model_path: str | Path | None = None, candidates: Sequence[str | Path] = (WEIGHTS_DIR,)
+                  ) -> Path | None:
+    """The folder `preset`'s weights are read from on this machine, for the server and the trainer alike: a path
+    the user gave (it must hold a model), else the local builder's cache, else the first of `candidates` holding a
+    model (a preset image's baked weights; the trainer's configured folder); None when none does (the server then
+    downloads the pinned revision, the trainer refuses)."""
+    if model_path:
+        if not (Path(model_path) / "config.json").is_file():
+            raise NoWeights(f"{model_path} has no config.json (expected a save_pretrained folder)")
+        return Path(model_path)
+    if preset.local_builder:
+        return ensure_model(preset.local_builder)
+    for candidate in candidates:
+        if (Path(candidate) / "config.json").is_file():  # an empty folder (a download volume) is no model
+            return Path(candidate)
+    return None

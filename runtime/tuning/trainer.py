@@ -106,19 +106,19 @@ def resolve_preset(name: str | None, method: str):
 
 
 def model_folder(preset, config: TrainingConfig, model_path: str | None) -> Path:
-    if model_path:
-        path = Path(model_path)
-    elif preset.is_local:
-        from runtime.models import ensure_model
+    """The base weights (runtime.models.local_weights' order): --model-path, the local builder, the configured
+    folder, a preset image's baked weights. The trainer never downloads."""
+    from runtime.models import NoWeights, local_weights
 
-        return ensure_model(preset.local_builder)
-    else:
-        path = Path(config.ModelConfig.pretrained_model_name_or_path)
-        if not path.exists() and Path(WEIGHTS_DIR).exists():  # where preset images and Kaito's puller put them
-            path = Path(WEIGHTS_DIR)
-    if not (path / "config.json").exists():
-        raise TuneError(f"no model at {path} (ModelConfig.pretrained_model_name_or_path / --model-path)")
-    return path
+    configured = config.ModelConfig.pretrained_model_name_or_path
+    try:
+        folder = local_weights(preset, model_path, (configured, WEIGHTS_DIR))
+    except NoWeights as err:
+        raise TuneError(f"no model at {model_path} (--model-path): {err}") from None
+    if folder is None:
+        raise TuneError(f"no model at {configured} or {WEIGHTS_DIR} (ModelConfig.pretrained_model_name_or_path / "
+                        "--model-path)")
+    return folder
 
 
 def device_memory_gib() -> tuple[str, float]:
