@@ -9,6 +9,8 @@ command -v skopeo >/dev/null || need+=(skopeo)
 command -v buildah >/dev/null || need+=(buildah)
 command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
+# podman kube play (the e2e tier) runs an infra container with catatonit as its init.
+command -v catatonit >/dev/null || [ -x /usr/libexec/podman/catatonit ] || need+=(catatonit)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v openssl >/dev/null || need+=(openssl)
 [ ${#need[@]} -eq 0 ] && exit 0

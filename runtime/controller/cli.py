@@ -39,7 +39,8 @@ def add_commands(sub) -> None:
     p.add_argument("--local", action="store_true", required=True,
                    help="run here: the runtime as a process (default) or the preset image with --engine")
     p.add_argument("--engine", choices=["process", "podman", "docker"], default="process",
-                   help="process: `kaito serve` in this environment; podman/docker: the preset image")
+                   help="process: `kaito serve` in this environment; podman: the rendered pod, played with "
+                   "`podman kube play` (images from the local store, $KAITO_BUILDER_ROOT); docker: the preset image")
     p.add_argument("--port", type=int, default=5000, help="local port of the server (default 5000)")
     p.add_argument("--image", help="image to run instead of <registry>/kaito-<preset>:<tag> (podman/docker)")
     p.add_argument("--dry-run", action="store_true", help="print the command instead of running it")

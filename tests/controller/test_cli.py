@@ -143,11 +143,15 @@ def test_run_local_dry_run_prints_the_pod_commands(capsys):
 
 
 def test_run_local_with_an_engine_dry_run(capsys):
-    assert main(["run", "-f", str(TINY), "--local", "--engine", "podman", "--dry-run"]) == 0
-    err = capsys.readouterr().err
-    assert "podman --runtime runc run --rm -p 5000:5000" in err
-    assert "mcr.microsoft.com/aks/kaito/kaito-tiny-llama:0.1.0 kaito serve tiny-llama" in err
-    assert "nvidia.com/gpu" not in err  # a CPU preset
+    assert main(["run", "-f", str(TINY), "--local", "--engine", "podman", "--dry-run", "--port", "5077"]) == 0
+    played = list(yaml.safe_load_all(capsys.readouterr().out))  # what podman kube play gets: the rendered pod
+    pod = played[-1]
+    assert [d["kind"] for d in played] == ["ConfigMap", "Pod"]
+    server = pod["spec"]["containers"][0]
+    assert server["image"] == "mcr.microsoft.com/aks/kaito/kaito-tiny-llama:0.1.0"
+    assert server["command"][:3] == ["kaito", "serve", "tiny-llama"]  # the cluster's command, not a local one
+    assert {"name": "http", "containerPort": 5000, "hostPort": 5077, "hostIP": "127.0.0.1"} in server["ports"]
+    assert "livenessProbe" not in server and "affinity" not in pod["spec"]
     phi = EXAMPLES / "inference" / "kaito_workspace_phi_4_mini.yaml"
     assert main(["run", "-f", str(phi), "--local", "--engine", "docker", "--dry-run", "--image", "local/phi:dev"]) == 0
     err = capsys.readouterr().err
