@@ -144,30 +144,22 @@ def _play(resolved: Resolved, *, port: int, image: str | None, dry_run: bool) ->
     """An inference Workspace as the cluster would run it: its rendered manifests, played by podman (play.py)."""
     import yaml
 
+    from runtime.command import CommandError
     from runtime.controller import play
     from runtime.images.builders import BuilderOptions
 
     if resolved.preset is None:
-        from runtime.command import CommandError
-
         raise CommandError("inference.template workspaces cannot run locally: there is no preset to serve")
     settings = render.RenderSettings.from_env(os.environ)
     manifests = render.render(resolved.workspace, resolved.preset, resolved.fit, settings)
-    if image:  # --image: the same pod, on another build of the preset image
-        preset_image = render.preset_image(resolved.preset, settings)
-        for m in manifests:
-            for c in m.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []) + \
-                    m.get("spec", {}).get("template", {}).get("spec", {}).get("initContainers", []):
-                if c["image"] == preset_image:
-                    c["image"] = image
+    # --image: the same pod on another build of the preset image
+    images = {render.preset_image(resolved.preset, settings): image} if image else {}
     if dry_run:
-        print(yaml.safe_dump_all(play.local_pod(manifests, port), sort_keys=False), end="", flush=True)  # as render
+        print(yaml.safe_dump_all(play.local_pod(manifests, port, images), sort_keys=False), end="", flush=True)
         return 0
     if shutil.which("podman") is None:
-        from runtime.command import CommandError
-
         raise CommandError("--engine podman: podman is not installed")
-    return play.play(manifests, port=port, storage_flags=BuilderOptions.from_env().storage_flags())
+    return play.play(manifests, port=port, images=images, storage_flags=BuilderOptions.from_env().storage_flags())
 
 
 def run(resolved: Resolved, *, engine: str = "process", port: int = 5000, image: str | None = None,

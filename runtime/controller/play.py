@@ -35,8 +35,10 @@ runtime = "runc"
 """
 
 
-def local_pod(manifests: list[dict[str, Any]], port: int) -> list[dict[str, Any]]:
-    """The rendered ConfigMaps and Secrets, and the workload's pod template as a Pod, ready for `podman kube play`."""
+def local_pod(manifests: list[dict[str, Any]], port: int, images: dict[str, str] | None = None
+              ) -> list[dict[str, Any]]:
+    """The rendered ConfigMaps and Secrets, and the workload's pod template as a Pod, ready for `podman kube play`;
+    `images` swaps image references (`kaito run --image`)."""
     workloads = [m for m in manifests if m["kind"] in WORKLOADS]
     if len(workloads) != 1:
         raise CommandError(f"expected one workload among the rendered manifests, got {len(workloads)}")
@@ -45,6 +47,8 @@ def local_pod(manifests: list[dict[str, Any]], port: int) -> list[dict[str, Any]
     spec = template["spec"]
     for key in ("affinity", "tolerations"):
         spec.pop(key, None)
+    for container in spec.get("initContainers", []) + spec["containers"]:
+        container["image"] = (images or {}).get(container["image"], container["image"])
     for container in spec["containers"]:
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             container.pop(probe, None)
@@ -96,15 +100,15 @@ def _failed(podman: Podman, pod: str) -> tuple[str, str] | None:
     return None
 
 
-def play(manifests: list[dict[str, Any]], *, port: int, storage_flags: list[str], timeout_s: float = 600,
-         out=sys.stderr) -> int:
+def play(manifests: list[dict[str, Any]], *, port: int, storage_flags: list[str],
+         images: dict[str, str] | None = None, timeout_s: float = 600, out=sys.stderr) -> int:
     """Play the pod, wait until it serves, then until Ctrl-C or SIGTERM; remove everything it started."""
     import logging
 
     import httpx
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll is noise here
-    docs = local_pod(manifests, port)
+    docs = local_pod(manifests, port, images)
     pod_name = docs[-1]["metadata"]["name"]
     images = sorted({c["image"] for c in docs[-1]["spec"].get("initContainers", []) + docs[-1]["spec"]["containers"]})
     podman = Podman(storage_flags)

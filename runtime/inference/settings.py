@@ -24,8 +24,6 @@ from runtime.kaito import ADAPTERS_DIR, INFERENCE_PORT, WEIGHTS_DIR
 log = logging.getLogger(__name__)
 
 DEFAULT_PRESET = "smollm2-135m-instruct"
-PRESET_IMAGE_WEIGHTS = WEIGHTS_DIR
-"""Where a preset image keeps its weights (used when neither --model-path nor a local builder applies)."""
 
 ENV_PREFIX = "KAITO_"
 API_KEY_ENV_ALIASES = ("API_KEY", "VLLM_API_KEY")
@@ -106,7 +104,7 @@ class ServerSettings(BaseModel):
         return self.num_blocks or math.ceil(max_model_len / self.page_size) + 4 * self.max_batch_size
 
 
-def model_location(model_path: str | None, preset, weights_dir: str | Path = PRESET_IMAGE_WEIGHTS
+def model_location(model_path: str | None, preset, weights_dir: str | Path = WEIGHTS_DIR
                    ) -> tuple[str, dict[str, Any]]:
     """Where both backends read weights: the flag, else the local builder's cache, else a preset image's baked
     weights, else the preset's hub repo at its pinned revision (with the extra loading arguments)."""

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from runtime.inference.vllm_args import (
-    DEFAULT_WEIGHTS_DIR,
     EngineArgsError,
     VllmSettings,
     engine_args,
@@ -139,7 +138,7 @@ def resolve(args: argparse.Namespace):
 
     plan = _plan(args, settings, preset)
     try:
-        model_path, extra = model_location(settings.model_path, preset, DEFAULT_WEIGHTS_DIR)
+        model_path, extra = model_location(settings.model_path, preset)
     except SettingsError as err:
         raise SystemExit(f"error: {err}") from None
     if getattr(args, "distributed_executor_backend", None):

@@ -152,6 +152,8 @@ def test_run_local_with_an_engine_dry_run(capsys):
     assert server["command"][:3] == ["kaito", "serve", "tiny-llama"]  # the cluster's command, not a local one
     assert {"name": "http", "containerPort": 5000, "hostPort": 5077, "hostIP": "127.0.0.1"} in server["ports"]
     assert "livenessProbe" not in server and "affinity" not in pod["spec"]
+    assert main(["run", "-f", str(TINY), "--local", "--engine", "podman", "--dry-run", "--image", "local/tiny:dev"]) == 0
+    assert list(yaml.safe_load_all(capsys.readouterr().out))[-1]["spec"]["containers"][0]["image"] == "local/tiny:dev"
     phi = EXAMPLES / "inference" / "kaito_workspace_phi_4_mini.yaml"
     assert main(["run", "-f", str(phi), "--local", "--engine", "docker", "--dry-run", "--image", "local/phi:dev"]) == 0
     err = capsys.readouterr().err

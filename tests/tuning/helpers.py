@@ -162,3 +162,17 @@ def write_config(path: Path, body: dict) -> Path:
 
     path.write_text(yaml.safe_dump({"training_config": body}))
     return path
+
+
+def sigkill_after(proc: subprocess.Popen, wait):
+    """Run `wait()` (which watches `proc` reach a point), then SIGKILL `proc`; it is reaped whatever happens.
+    Returns what `wait()` returned."""
+    try:
+        reached = wait()
+        proc.kill()
+        proc.wait(timeout=30)
+        return reached
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

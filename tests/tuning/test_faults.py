@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.support import free_port
-from tests.tuning.helpers import REPO, env, rows, run_tune, tune_cmd, write
+from tests.tuning.helpers import REPO, env, rows, run_tune, sigkill_after, tune_cmd, write
 
 STEPS, SAVE_EVERY = 30, 10
 TOLERANCE = 1e-6
@@ -102,14 +102,7 @@ def test_sigkill_then_restart_resumes_from_last_checkpoint(tmp_path, reference):
     out = tmp_path / "out"
     proc = subprocess.Popen(tune_cmd(*_common(data), "--output-dir", str(out), "--metrics-port", "0"),
                             cwd=REPO, env=env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for_step(out, proc, SAVE_EVERY + 3)
-        proc.kill()
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    sigkill_after(proc, lambda: _wait_for_step(out, proc, SAVE_EVERY + 3))
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "fine_tuning_completed.txt").exists()
     restarted = run_tune(tmp_path, *_common(data), "--output-dir", str(out), "--metrics-port", "0")

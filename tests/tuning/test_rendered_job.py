@@ -20,7 +20,7 @@ import yaml
 
 from runtime.controller import render, spec
 from tests.support import free_port
-from tests.tuning.helpers import REPO, FileServer, rows, write
+from tests.tuning.helpers import REPO, FileServer, rows, sigkill_after, write
 
 ROWS = 60  # 3 epochs of batch 1: 180 steps, so the kill lands well after the first checkpoint at step 50
 
@@ -102,14 +102,7 @@ def test_the_rendered_job_resumes_after_sigkill(tmp_path):
     results = pod.mnt / "results"
     command, env = pod.command(trainer), pod.env(trainer)
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        checkpoint = _wait_for_checkpoint(results / "checkpoints", first)
-        first.kill()
-        first.wait(timeout=30)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+    checkpoint = sigkill_after(first, lambda: _wait_for_checkpoint(results / "checkpoints", first))
     assert first.returncode == -signal.SIGKILL
     assert checkpoint.name == f"checkpoint-{every}"
     assert not (results / "fine_tuning_completed.txt").exists()
