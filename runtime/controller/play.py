@@ -100,9 +100,32 @@ def _failed(podman: Podman, pod: str) -> tuple[str, str] | None:
     return None
 
 
+class _Stopped(Exception):
+    """SIGTERM arrived: stop as Ctrl-C does, through the cleanup."""
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped
+
+
 def play(manifests: list[dict[str, Any]], *, port: int, storage_flags: list[str],
          images: dict[str, str] | None = None, timeout_s: float = 600, out=sys.stderr) -> int:
-    """Play the pod, wait until it serves, then until Ctrl-C or SIGTERM; remove everything it started."""
+    """Play the pod, wait until it serves, then until Ctrl-C or SIGTERM; remove everything it started. Both
+    signals stop it cleanly at any moment, while the pod starts too (SIGTERM exits 0, Ctrl-C 130)."""
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        return _play(manifests, port, storage_flags, images, timeout_s, out)
+    except _Stopped:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _play(manifests, port, storage_flags, images, timeout_s, out) -> int:
     import logging
 
     import httpx
@@ -110,17 +133,17 @@ def play(manifests: list[dict[str, Any]], *, port: int, storage_flags: list[str]
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll is noise here
     docs = local_pod(manifests, port, images)
     pod_name = docs[-1]["metadata"]["name"]
-    images = sorted({c["image"] for c in docs[-1]["spec"].get("initContainers", []) + docs[-1]["spec"]["containers"]})
+    refs = sorted({c["image"] for c in docs[-1]["spec"].get("initContainers", []) + docs[-1]["spec"]["containers"]})
     podman = Podman(storage_flags)
     workdir = Path(tempfile.mkdtemp(prefix=f"kaito-play-{pod_name}-"))
     path = workdir / "pod.yaml"
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     try:
-        missing = [ref for ref in images if not podman.image_exists(ref)]
+        missing = [ref for ref in refs if not podman.image_exists(ref)]
         if missing:
             raise CommandError(f"image {missing[0]} is not in the local image store; build it with "
                                f"`kaito images build <preset> --local-base` (or pull it)")
-        print(f"playing {pod_name} with podman kube play ({', '.join(images)})", file=out, flush=True)
+        print(f"playing {pod_name} with podman kube play ({', '.join(refs)})", file=out, flush=True)
         podman.run("kube", "play", "--replace", str(path), check=True)
         url = f"http://127.0.0.1:{port}"
         print(f"started; waiting for {url}{READY_PATH} (the model loads)", file=out, flush=True)
@@ -141,25 +164,9 @@ def play(manifests: list[dict[str, Any]], *, port: int, storage_flags: list[str]
                 return 1
             time.sleep(1)
         print(f"ready: {url}\n  curl -s {url}/chat -d '{{\"prompt\": \"Hello\"}}'", file=out, flush=True)
-        return _wait_for_stop()
+        while True:  # until Ctrl-C or SIGTERM (play() turns both into a return, after the cleanup below)
+            time.sleep(3600)
     finally:
         podman.run("kube", "down", str(path))
         shutil.rmtree(workdir, ignore_errors=True)
         podman.close()
-
-
-def _wait_for_stop() -> int:
-    """Block until Ctrl-C or SIGTERM (both end `kaito run`, and the caller's cleanup removes the pod)."""
-    import signal
-    import threading
-
-    stopped = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    try:
-        while not stopped.wait(0.5):
-            pass
-        return 0
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)

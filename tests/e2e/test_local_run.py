@@ -48,13 +48,21 @@ def storage() -> BuilderOptions:
     return options
 
 
-def test_an_example_workspace_plays_as_rendered_and_serves(storage):
-    port = free_port()
+def kaito_run(storage: BuilderOptions, port: int) -> subprocess.Popen:
     env = {**os.environ, "KAITO_BUILDER_ROOT": str(storage.root), "KAITO_STORAGE_DRIVER": storage.storage_driver,
            "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", "-f", str(EXAMPLE), "--local",
+    return subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", "-f", str(EXAMPLE), "--local",
                              "--engine", "podman", "--port", str(port)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+
+
+def pod_left(storage: BuilderOptions) -> bool:
+    return subprocess.run(["podman", *storage.storage_flags(), "pod", "exists", "workspace-tiny-llama"]).returncode == 0
+
+
+def test_an_example_workspace_plays_as_rendered_and_serves(storage):
+    port = free_port()
+    proc = kaito_run(storage, port)
     try:
         url = f"http://127.0.0.1:{port}"
         try:
@@ -76,6 +84,19 @@ def test_an_example_workspace_plays_as_rendered_and_serves(storage):
     assert proc.returncode == 0, output[-3000:]
     assert "playing workspace-tiny-llama with podman kube play" in output and f"ready: {url}" in output
     assert "HTTP Request" not in output  # the readiness polls are not logged
-    # Stopping removed everything it started.
-    leftover = subprocess.run(["podman", *storage.storage_flags(), "pod", "exists", "workspace-tiny-llama"])
-    assert leftover.returncode != 0
+    assert not pod_left(storage)  # stopping removed everything it started
+
+
+def test_sigterm_while_the_pod_starts_removes_it_too(storage):
+    """Found by CI: a SIGTERM before the server was ready killed `kaito run` and left the pod running."""
+    proc = kaito_run(storage, free_port())
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("started;"):  # podman has played the pod; the model is still loading
+            break
+    proc.send_signal(signal.SIGTERM)
+    output = "".join(lines) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, output[-3000:]
+    assert "ready:" not in output
+    assert not pod_left(storage)
