@@ -21,7 +21,7 @@ import presets
 from runtime.controller import render
 from runtime.images import base, build, context
 from runtime.images.builders import Builder, BuilderOptions
-from tests.support import free_port, wait_http
+from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -63,13 +63,17 @@ def pod_left(storage: BuilderOptions) -> bool:
 def test_an_example_workspace_plays_as_rendered_and_serves(storage):
     port = free_port()
     proc = kaito_run(storage, port)
+    url = f"http://127.0.0.1:{port}"
+    lines = []
     try:
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_http(url + "/v1/health/ready", timeout=300, proc=proc)
-        except Exception as err:
-            proc.kill()
-            pytest.fail(f"not ready: {err}\n{proc.communicate()[0][-3000:]}")
+        # Wait as a user does: for `kaito run` to say it is ready (it polls the readiness probe itself).
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith(f"ready: {url}"):
+                break
+        else:
+            pytest.fail("kaito run ended before it was ready:\n" + "".join(lines)[-3000:])
+        assert httpx.get(url + "/v1/health/ready").status_code == 200
         reply = httpx.post(url + "/chat", json={"prompt": "Hello", "generate_kwargs": {"max_new_tokens": 4}},
                            timeout=60)
         assert reply.status_code == 200 and reply.json()["Result"].startswith("Hello")
@@ -80,7 +84,7 @@ def test_an_example_workspace_plays_as_rendered_and_serves(storage):
         assert answer.usage.completion_tokens > 0
     finally:
         proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=120)[0]
+        output = "".join(lines) + proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, output[-3000:]
     assert "playing workspace-tiny-llama with podman kube play" in output and f"ready: {url}" in output
     assert "HTTP Request" not in output  # the readiness polls are not logged
