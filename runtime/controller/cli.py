@@ -35,7 +35,9 @@ def add_commands(sub) -> None:
     p.set_defaults(handler=_controller)
 
     p = sub.add_parser("run", help="run a Workspace on this machine, without Kubernetes")
-    p.add_argument("-f", "--filename", required=True, help="Workspace YAML ('-' for stdin)")
+    p.add_argument("-f", "--filename", required=True, action="append",
+                   help="YAML with the Workspace, and the ConfigMaps and Secrets its pod reads ('-' for stdin; "
+                   "repeatable, as with kubectl)")
     p.add_argument("--local", action="store_true", required=True,
                    help="run here: the runtime as a process (default) or the preset image with --engine")
     p.add_argument("--engine", choices=["process", "podman", "docker"], default="process",
@@ -47,7 +49,7 @@ def add_commands(sub) -> None:
     p.set_defaults(handler=_run)
 
 
-def _load(filename: str, namespace: str | None = None) -> dict:
+def _documents(filename: str) -> list:
     import yaml
 
     from runtime.command import CommandError
@@ -57,12 +59,22 @@ def _load(filename: str, namespace: str | None = None) -> dict:
     except OSError as err:
         raise CommandError(f"cannot read {filename}: {err.strerror}") from None
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d]
+        return [d for d in yaml.safe_load_all(text) if d]
     except yaml.YAMLError as err:
         raise CommandError(f"{filename} is not valid YAML: {err}") from None
+
+
+def _load(filename: str | list[str], namespace: str | None = None, others: list | None = None) -> dict:
+    """The one Workspace among the files; the other documents go to `others` when given."""
+    from runtime.command import CommandError
+
+    filenames = [filename] if isinstance(filename, str) else filename
+    docs = [doc for name in filenames for doc in _documents(name)]
     workspaces = [d for d in docs if isinstance(d, dict) and d.get("kind") == "Workspace"]
     if len(workspaces) != 1:
-        raise CommandError(f"{filename} must hold exactly one Workspace, found {len(workspaces)}")
+        raise CommandError(f"{', '.join(filenames)} must hold exactly one Workspace, found {len(workspaces)}")
+    if others is not None:
+        others += [d for d in docs if d is not workspaces[0]]
     obj = workspaces[0]
     obj.setdefault("metadata", {})
     if namespace:
@@ -183,6 +195,15 @@ def _controller(args) -> int:
 
 def _run(args) -> int:
     from runtime.controller import local
+    from runtime.controller.play import OBJECT_KINDS
 
-    resolved = _resolve(_load(args.filename))
-    return local.run(resolved, engine=args.engine, port=args.port, image=args.image, dry_run=args.dry_run)
+    others: list = []
+    resolved = _resolve(_load(args.filename, others=others))
+    objects = [d for d in others if isinstance(d, dict) and d.get("kind") in OBJECT_KINDS]
+    for doc in others:
+        if doc not in objects:
+            kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
+            print(f"warning: a {kind} among the -f files is not used: kaito run reads the Workspace and the "
+                  f"{' and '.join(OBJECT_KINDS)}s its pod reads", file=sys.stderr)
+    return local.run(resolved, engine=args.engine, port=args.port, image=args.image, dry_run=args.dry_run,
+                     objects=objects)

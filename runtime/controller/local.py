@@ -140,7 +140,7 @@ def _call(command: list[str], env: dict[str, str]) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _play(resolved: Resolved, *, port: int, image: str | None, dry_run: bool) -> int:
+def _play(resolved: Resolved, *, port: int, image: str | None, dry_run: bool, objects: list[dict]) -> int:
     """An inference Workspace as the cluster would run it: its rendered manifests, played by podman (play.py)."""
     import yaml
 
@@ -154,21 +154,27 @@ def _play(resolved: Resolved, *, port: int, image: str | None, dry_run: bool) ->
     manifests = render.render(resolved.workspace, resolved.preset, resolved.fit, settings)
     # --image: the same pod on another build of the preset image
     images = {render.preset_image(resolved.preset, settings): image} if image else {}
-    if dry_run:
-        print(yaml.safe_dump_all(play.local_pod(manifests, port, images), sort_keys=False), end="", flush=True)
+    if dry_run:  # the pod as it would be played; Secret values are not shown
+        local = play.local_pod(manifests, port, images=images, objects=objects, reveal=False,
+                               root=Path(tempfile.gettempdir(), "kaito-play-XXXXXXXX", "volumes"))
+        print(yaml.safe_dump(local.pod, sort_keys=False), end="", flush=True)
         return 0
     if shutil.which("podman") is None:
         raise CommandError("--engine podman: podman is not installed")
-    return play.play(manifests, port=port, images=images, storage_flags=BuilderOptions.from_env().storage_flags())
+    return play.play(manifests, port=port, images=images, objects=objects,
+                     storage_flags=BuilderOptions.from_env().storage_flags())
 
 
 def run(resolved: Resolved, *, engine: str = "process", port: int = 5000, image: str | None = None,
-        dry_run: bool = False, workdir: Path | None = None) -> int:
-    """Run the workspace's commands in order; stop at the first failure. Returns the exit code."""
+        dry_run: bool = False, workdir: Path | None = None, objects: list[dict] = ()) -> int:
+    """Run the workspace's commands in order; stop at the first failure. Returns the exit code. `objects` are
+    the ConfigMaps and Secrets given with -f (read by the played pod)."""
     from runtime.command import CommandError
 
     if engine == "podman" and resolved.workspace.tuning is None:
-        return _play(resolved, port=port, image=image, dry_run=dry_run)
+        return _play(resolved, port=port, image=image, dry_run=dry_run, objects=list(objects))
+    if objects:
+        raise CommandError("ConfigMaps and Secrets given with -f are read by the played pod: add --engine podman")
     own_workdir = workdir is None
     workdir = Path(workdir or tempfile.mkdtemp(prefix=f"kaito-{resolved.workspace.name}-"))
     env = dict(os.environ)

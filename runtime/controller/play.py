@@ -1,22 +1,35 @@
 """`kaito run -f ws.yaml --local --engine podman`: the manifests `kaito render` prints, played with `podman kube play`.
 
 What runs here is what the cluster would run: the rendered workload's pod (its containers, commands, environment,
-init containers, volumes and ConfigMaps), as a Pod, the kind podman 4.3 plays. Only what a kubelet has and podman
-has not is changed, each for a reason:
-- the Service's port is published on 127.0.0.1:<port> (a hostPort on the container that serves it);
+init containers and volumes), as a Pod, the kind podman 4.3 plays. Only what a kubelet does and podman 4.3 does
+not, or does otherwise, is changed, each for a reason:
+- the pod shares this machine's network (`hostNetwork`), so what the machine reaches the pod reaches, as pods reach
+  their registry in a cluster: a registry or data server on localhost too. The server therefore binds
+  127.0.0.1:<port> (its `--port` and `KAITO_HOST`), where the cluster's Service would publish it;
+- ConfigMap and Secret volumes and `secretKeyRef`/`configMapKeyRef` variables are filled here, as the kubelet
+  does, from the rendered ConfigMaps and the files given with `-f` (podman 4.3 panics on a Secret volume without
+  `optional` and ignores `items`): each volume becomes a folder of its keys, mounted as a hostPath;
+- `restartPolicy: Always` becomes OnFailure: podman 4.3 re-runs an init container that succeeded under Always
+  and then fails the play; under OnFailure a crashed container still restarts, as in the cluster. Init
+  containers are kept once they end (podman's "always" type; its default removes them), so a failed one's
+  log can be shown;
 - probes are dropped (podman runs them only under systemd); `kaito run` waits for the server's readiness itself;
-- scheduling (node affinity, tolerations) is dropped: there is one node.
+- scheduling (node affinity, tolerations) and imagePullSecrets are dropped: one node, images from the local store.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +39,11 @@ from runtime.command import CommandError
 from runtime.kaito import INFERENCE_PORT, READY_PATH
 
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
+INIT_CONTAINER_TYPE = {"io.podman.annotations.init.container.type": "always"}
+"""podman keeps these init containers after they end (its default, "once", removes them, and their logs)."""
+OBJECT_KINDS = ("ConfigMap", "Secret")
+"""What `-f` may add beside the Workspace: what its pods read."""
+LOCAL_HOST = "127.0.0.1"
 # podman on hosts like this project's (shared/docs/environment.md): runc, and explicit default ulimits.
 CONTAINERS_CONF = """[containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
@@ -35,30 +53,148 @@ runtime = "runc"
 """
 
 
-def local_pod(manifests: list[dict[str, Any]], port: int, images: dict[str, str] | None = None
-              ) -> list[dict[str, Any]]:
-    """The rendered ConfigMaps and Secrets, and the workload's pod template as a Pod, ready for `podman kube play`;
+@dataclass
+class LocalPod:
+    """What `podman kube play` gets, and the files of its ConfigMap and Secret volumes (folder -> name -> bytes,
+    mode), written by `write` before the play."""
+
+    pod: dict[str, Any]
+    volumes: dict[Path, dict[str, tuple[bytes, int]]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.pod["metadata"]["name"]
+
+    @property
+    def images(self) -> list[str]:
+        spec = self.pod["spec"]
+        return sorted({c["image"] for c in spec.get("initContainers", []) + spec["containers"]})
+
+    def write(self) -> None:
+        for folder, files in self.volumes.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o755)  # the runtime images run as a non-root user, as the kubelet's volumes allow
+            for name, (data, mode) in files.items():
+                path = folder / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                path.chmod(mode)
+
+
+def object_data(obj: dict[str, Any]) -> dict[str, bytes]:
+    """A ConfigMap's or Secret's keys and their bytes (`data` is base64 in a Secret, text in a ConfigMap)."""
+    kind, name = obj["kind"], obj.get("metadata", {}).get("name")
+    text_field, base64_field = ("stringData", "data") if kind == "Secret" else ("data", "binaryData")
+    data = {key: str(value).encode() for key, value in (obj.get(text_field) or {}).items()}
+    for key, value in (obj.get(base64_field) or {}).items():
+        try:
+            data[key] = base64.b64decode(value, validate=True)
+        except (binascii.Error, TypeError):
+            raise CommandError(f'{kind} "{name}": {base64_field}.{key} is not base64') from None
+    return data
+
+
+def _missing(kind: str, name: str, where: str) -> CommandError:
+    return CommandError(f'{kind} "{name}" ({where}) is not among the files given with -f; add its manifest '
+                        f"with another -f (kubectl create {kind.lower()} ... --dry-run=client -o yaml writes one)")
+
+
+VOLUME_SOURCES = {"configMap": ("ConfigMap", "name"), "secret": ("Secret", "secretName")}
+
+
+def _project(volume: dict[str, Any], objects: dict[tuple[str, str], dict], root: Path, files: dict) -> dict:
+    """A ConfigMap or Secret volume as the kubelet fills it, as a hostPath folder under `root`; others as they are."""
+    for source_key, (kind, name_key) in VOLUME_SOURCES.items():
+        source = volume.get(source_key)
+        if source is None:
+            continue
+        name, optional = source.get(name_key), bool(source.get("optional"))
+        obj = objects.get((kind, name))
+        if obj is None and not optional:
+            raise _missing(kind, name, f"volume {volume['name']}")
+        data = object_data(obj) if obj else {}
+        items = source.get("items") or [{"key": key, "path": key} for key in data]
+        folder = root / volume["name"]
+        files[folder] = {}
+        for item in items:
+            if item["key"] not in data:
+                if optional:
+                    continue
+                raise CommandError(f'{kind} "{name}" has no key {item["key"]!r} (volume {volume["name"]})')
+            files[folder][item["path"]] = (data[item["key"]], item.get("mode", source.get("defaultMode", 0o644)))
+        return {"name": volume["name"], "hostPath": {"path": str(folder), "type": "Directory"}}
+    return volume
+
+
+ENV_SOURCES = {"configMapKeyRef": "ConfigMap", "secretKeyRef": "Secret"}
+
+
+def _fill_env(container: dict[str, Any], objects: dict[tuple[str, str], dict], reveal: bool) -> None:
+    """`valueFrom` ConfigMap and Secret keys as values (a Secret's shown only when `reveal`, i.e. not in a dry
+    run); an optional one that is missing is left out, as the kubelet does."""
+    filled = []
+    for var in container.get("env", []):
+        ref_key = next((k for k in ENV_SOURCES if k in (var.get("valueFrom") or {})), None)
+        if ref_key is None:
+            filled.append(var)
+            continue
+        ref, kind = var["valueFrom"][ref_key], ENV_SOURCES[ref_key]
+        obj = objects.get((kind, ref["name"]))
+        value = object_data(obj).get(ref["key"]) if obj else None
+        if value is None:
+            if ref.get("optional"):
+                continue
+            if obj is None:
+                raise _missing(kind, ref["name"], f"variable {var['name']} of container {container['name']}")
+            raise CommandError(f'{kind} "{ref["name"]}" has no key {ref["key"]!r} (variable {var["name"]})')
+        shown = value.decode() if reveal or kind == "ConfigMap" else f"<{kind} {ref['name']}, key {ref['key']}>"
+        filled.append({"name": var["name"], "value": shown})
+    if "env" in container:
+        container["env"] = filled
+
+
+def _serve_on_loopback(container: dict[str, Any], port: int) -> None:
+    """The server binds 127.0.0.1:<port> on the shared network, where the cluster's Service would publish it."""
+    command = container["command"]
+    if "--port" in command:
+        command[command.index("--port") + 1] = str(port)
+    else:
+        command += ["--port", str(port)]
+    container.setdefault("env", []).append({"name": "KAITO_HOST", "value": LOCAL_HOST})
+
+
+def local_pod(manifests: list[dict[str, Any]], port: int, *, images: dict[str, str] | None = None,
+              objects: list[dict[str, Any]] = (), root: Path, reveal: bool = True) -> LocalPod:
+    """The rendered workload's pod template as a Pod for `podman kube play`, its ConfigMap and Secret volumes
+    filled from the rendered manifests and `objects` (the `-f` files; theirs win) into folders under `root`.
     `images` swaps image references (`kaito run --image`)."""
     workloads = [m for m in manifests if m["kind"] in WORKLOADS]
     if len(workloads) != 1:
         raise CommandError(f"expected one workload among the rendered manifests, got {len(workloads)}")
+    known = {(m["kind"], (m.get("metadata") or {}).get("name")): m
+             for m in [*manifests, *objects] if m["kind"] in OBJECT_KINDS}
     workload = workloads[0]
     template = copy.deepcopy(workload["spec"]["template"])
     spec = template["spec"]
-    for key in ("affinity", "tolerations"):
+    for key in ("affinity", "tolerations", "imagePullSecrets"):
         spec.pop(key, None)
+    spec["hostNetwork"] = True
+    if spec.get("restartPolicy", "Always") == "Always":
+        spec["restartPolicy"] = "OnFailure"
+    volumes: dict[Path, dict[str, tuple[bytes, int]]] = {}
+    spec["volumes"] = [_project(v, known, root, volumes) for v in spec.get("volumes", [])]
     for container in spec.get("initContainers", []) + spec["containers"]:
         container["image"] = (images or {}).get(container["image"], container["image"])
-    for container in spec["containers"]:
+        _fill_env(container, known, reveal)
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             container.pop(probe, None)
-        for container_port in container.get("ports", []):
-            if container_port.get("containerPort") == INFERENCE_PORT:
-                container_port.update(hostPort=port, hostIP="127.0.0.1")
+        if any(p.get("containerPort") == INFERENCE_PORT for p in container.pop("ports", [])):
+            _serve_on_loopback(container, port)
     pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": workload["metadata"]["name"], "labels": template.get("metadata", {}).get("labels", {})},
+           "metadata": {"name": workload["metadata"]["name"], "labels": template.get("metadata", {}).get("labels", {}),
+                        "annotations": INIT_CONTAINER_TYPE},
            "spec": spec}
-    return [m for m in manifests if m["kind"] in ("ConfigMap", "Secret")] + [pod]
+    return LocalPod(pod, volumes)
 
 
 class Podman:
@@ -70,11 +206,8 @@ class Podman:
         (self._conf_dir / "containers.conf").write_text(CONTAINERS_CONF)
         self.env = {**os.environ, "CONTAINERS_CONF": str(self._conf_dir / "containers.conf")}
 
-    def run(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
-        done = subprocess.run(["podman", *self.flags, *args], capture_output=True, text=True, env=self.env)
-        if check and done.returncode != 0:
-            raise CommandError(f"podman {' '.join(args[:2])} failed: {done.stderr.strip()[-2000:]}", code=1)
-        return done
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["podman", *self.flags, *args], capture_output=True, text=True, env=self.env)
 
     def image_exists(self, ref: str) -> bool:
         return self.run("image", "exists", ref).returncode == 0
@@ -90,14 +223,23 @@ def _containers(podman: Podman, pod: str) -> list[dict[str, Any]]:
     return [c for c in json.loads(done.stdout or "[]") if not c.get("IsInfra")]
 
 
+def _last_lines(podman: Podman, container: str) -> tuple[str, str]:
+    """(name, last log lines) of a container; its log spans its restarts."""
+    name = podman.run("inspect", "--format", "{{.Name}}", container).stdout.strip() or container
+    logs = podman.run("logs", "--tail", "20", container)
+    return name, (logs.stdout + logs.stderr).strip()
+
+
 def _failed(podman: Podman, pod: str) -> tuple[str, str] | None:
     """(container, last log lines) of a container of `pod` that exited non-zero, if any."""
     for container in _containers(podman, pod):
         if container.get("State") == "exited" and container.get("ExitCode", 0) != 0:
-            name = container["Names"][0] if isinstance(container.get("Names"), list) else container.get("Names")
-            logs = podman.run("logs", "--tail", "20", name)
-            return name, (logs.stdout + logs.stderr).strip()
+            return _last_lines(podman, container["Id"])
     return None
+
+
+# How `podman kube play` says an init container failed (it may be restarting again by the time the play returns).
+FAILED_INIT = re.compile(r"init container ([0-9a-f]{12,64}) exited with code")
 
 
 class _Stopped(Exception):
@@ -109,14 +251,15 @@ def _raise_stopped(signum, frame):
 
 
 def play(manifests: list[dict[str, Any]], *, port: int, storage_flags: list[str],
-         images: dict[str, str] | None = None, timeout_s: float = 600, out=sys.stderr) -> int:
+         images: dict[str, str] | None = None, objects: list[dict[str, Any]] = (), timeout_s: float = 600,
+         out=sys.stderr) -> int:
     """Play the pod, wait until it serves, then until Ctrl-C or SIGTERM; remove everything it started. Both
     signals stop it cleanly at any moment, while the pod starts too (SIGTERM exits 0, Ctrl-C 130)."""
     import signal
 
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        return _play(manifests, port, storage_flags, images, timeout_s, out)
+        return _play(manifests, port, storage_flags, images, objects, timeout_s, out)
     except _Stopped:
         return 0
     except KeyboardInterrupt:
@@ -125,48 +268,59 @@ def play(manifests: list[dict[str, Any]], *, port: int, storage_flags: list[str]
         signal.signal(signal.SIGTERM, previous)
 
 
-def _play(manifests, port, storage_flags, images, timeout_s, out) -> int:
+def _report_failure(podman: Podman, pod: str, detail: str, out) -> int:
+    """Print the failed container's last lines (else podman's message); the exit code is 1."""
+    init = FAILED_INIT.search(detail)
+    failed = _last_lines(podman, init[1]) if init else _failed(podman, pod)
+    if failed:
+        name, logs = failed
+        print(f"container {name} failed; its last lines:\n{logs}", file=out, flush=True)
+    else:
+        print(f"{pod} failed: {detail.strip()[-2000:]}", file=out, flush=True)
+    return 1
+
+
+def _play(manifests, port, storage_flags, images, objects, timeout_s, out) -> int:
     import logging
 
     import httpx
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll is noise here
-    docs = local_pod(manifests, port, images)
-    pod_name = docs[-1]["metadata"]["name"]
-    refs = sorted({c["image"] for c in docs[-1]["spec"].get("initContainers", []) + docs[-1]["spec"]["containers"]})
+    workdir = Path(tempfile.mkdtemp(prefix="kaito-play-"))  # 0700: the pod file may hold Secret values
     podman = Podman(storage_flags)
-    workdir = Path(tempfile.mkdtemp(prefix=f"kaito-play-{pod_name}-"))
     path = workdir / "pod.yaml"
-    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     try:
-        missing = [ref for ref in refs if not podman.image_exists(ref)]
+        local = local_pod(manifests, port, images=images, objects=objects, root=workdir / "volumes")
+        missing = [ref for ref in local.images if not podman.image_exists(ref)]
         if missing:
             raise CommandError(f"image {missing[0]} is not in the local image store; build it with "
                                f"`kaito images build <preset> --local-base` (or pull it)")
-        print(f"playing {pod_name} with podman kube play ({', '.join(refs)})", file=out, flush=True)
-        podman.run("kube", "play", "--replace", str(path), check=True)
-        url = f"http://127.0.0.1:{port}"
+        local.write()
+        path.write_text(yaml.safe_dump(local.pod, sort_keys=False))
+        print(f"playing {local.name} with podman kube play ({', '.join(local.images)})", file=out, flush=True)
+        played = podman.run("kube", "play", "--replace", str(path))  # returns once the init containers are done
+        if played.returncode != 0:
+            return _report_failure(podman, local.name, played.stderr, out)
+        url = f"http://{LOCAL_HOST}:{port}"
         print(f"started; waiting for {url}{READY_PATH} (the model loads)", file=out, flush=True)
         deadline = time.monotonic() + timeout_s
         while True:
-            failed = _failed(podman, pod_name)
-            if failed:
-                name, logs = failed
-                print(f"container {name} failed; its last lines:\n{logs}", file=out, flush=True)
-                return 1
+            if _failed(podman, local.name):
+                return _report_failure(podman, local.name, "", out)
             try:
                 if httpx.get(url + READY_PATH, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                print(f"{pod_name} not ready after {timeout_s:.0f}s", file=out, flush=True)
+                print(f"{local.name} not ready after {timeout_s:.0f}s", file=out, flush=True)
                 return 1
             time.sleep(1)
         print(f"ready: {url}\n  curl -s {url}/chat -d '{{\"prompt\": \"Hello\"}}'", file=out, flush=True)
         while True:  # until Ctrl-C or SIGTERM (play() turns both into a return, after the cleanup below)
             time.sleep(3600)
     finally:
-        podman.run("kube", "down", str(path))
+        if path.exists():
+            podman.run("kube", "down", str(path))
         shutil.rmtree(workdir, ignore_errors=True)
         podman.close()

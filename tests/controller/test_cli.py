@@ -145,13 +145,16 @@ def test_run_local_dry_run_prints_the_pod_commands(capsys):
 def test_run_local_with_an_engine_dry_run(capsys):
     assert main(["run", "-f", str(TINY), "--local", "--engine", "podman", "--dry-run", "--port", "5077"]) == 0
     played = list(yaml.safe_load_all(capsys.readouterr().out))  # what podman kube play gets: the rendered pod
-    pod = played[-1]
-    assert [d["kind"] for d in played] == ["ConfigMap", "Pod"]
+    assert [d["kind"] for d in played] == ["Pod"]
+    pod = played[0]
     server = pod["spec"]["containers"][0]
     assert server["image"] == "mcr.microsoft.com/aks/kaito/kaito-tiny-llama:0.1.0"
-    assert server["command"][:3] == ["kaito", "serve", "tiny-llama"]  # the cluster's command, not a local one
-    assert {"name": "http", "containerPort": 5000, "hostPort": 5077, "hostIP": "127.0.0.1"} in server["ports"]
+    # the cluster's command, on 127.0.0.1:5077 of this machine's network
+    assert server["command"][:5] == ["kaito", "serve", "tiny-llama", "--port", "5077"]
+    assert {"name": "KAITO_HOST", "value": "127.0.0.1"} in server["env"] and pod["spec"]["hostNetwork"] is True
     assert "livenessProbe" not in server and "affinity" not in pod["spec"]
+    config = next(v for v in pod["spec"]["volumes"] if v["name"] == "config-volume")  # the ConfigMap, as files
+    assert config["hostPath"]["path"].endswith("/volumes/config-volume")
     assert main(["run", "-f", str(TINY), "--local", "--engine", "podman", "--dry-run", "--image", "local/tiny:dev"]) == 0
     assert list(yaml.safe_load_all(capsys.readouterr().out))[-1]["spec"]["containers"][0]["image"] == "local/tiny:dev"
     phi = EXAMPLES / "inference" / "kaito_workspace_phi_4_mini.yaml"

@@ -1,12 +1,15 @@
 """`kaito run --local --engine podman`: an example Workspace's rendered pod, played by `podman kube play`, serving.
 
 Real parts: the tiny preset's image built with buildah on the local debootstrap base (kept in the image tier's
-storage between runs, so only the first run builds it), podman 4.3's kube play with catatonit and runc, HTTP and
-the `openai` client against the published port.
+storage between runs, so only the first run builds it), podman 4.3's kube play with catatonit and runc, a registry
+on loopback with htpasswd auth (Debian's docker-registry) that the adapter-pull init container reaches with the
+`-f` Secret named by `imagePullSecrets`, HTTP and the `openai` client against the published port.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import signal
@@ -16,11 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 import presets
 from runtime.controller import render
 from runtime.images import base, build, context
 from runtime.images.builders import Builder, BuilderOptions
+from tests.registry import registry_fixture
 from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -28,6 +33,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "local" / "kaito_workspace_tiny_llama.yaml"
 TOOLS = ("buildah", "podman", "catatonit", "debootstrap", "runc")
+
+secured_registry = registry_fixture(auth="htpasswd")
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +55,23 @@ def storage() -> BuilderOptions:
     return options
 
 
-def kaito_run(storage: BuilderOptions, port: int) -> subprocess.Popen:
+def kaito_run(storage: BuilderOptions, port: int, *files: Path) -> subprocess.Popen:
     env = {**os.environ, "KAITO_BUILDER_ROOT": str(storage.root), "KAITO_STORAGE_DRIVER": storage.storage_driver,
            "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", "-f", str(EXAMPLE), "--local",
+    given = [arg for path in files or (EXAMPLE,) for arg in ("-f", str(path))]
+    return subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", *given, "--local",
                              "--engine", "podman", "--port", str(port)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+
+
+def until_ready(proc: subprocess.Popen, url: str) -> list[str]:
+    """`kaito run`'s lines up to its 'ready:' line (it polls the readiness probe itself), as a user waits."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(f"ready: {url}"):
+            return lines
+    pytest.fail("kaito run ended before it was ready:\n" + "".join(lines)[-3000:])
 
 
 def pod_left(storage: BuilderOptions) -> bool:
@@ -66,13 +84,7 @@ def test_an_example_workspace_plays_as_rendered_and_serves(storage):
     url = f"http://127.0.0.1:{port}"
     lines = []
     try:
-        # Wait as a user does: for `kaito run` to say it is ready (it polls the readiness probe itself).
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith(f"ready: {url}"):
-                break
-        else:
-            pytest.fail("kaito run ended before it was ready:\n" + "".join(lines)[-3000:])
+        lines = until_ready(proc, url)
         assert httpx.get(url + "/v1/health/ready").status_code == 200
         reply = httpx.post(url + "/chat", json={"prompt": "Hello", "generate_kwargs": {"max_new_tokens": 4}},
                            timeout=60)
@@ -102,5 +114,62 @@ def test_sigterm_while_the_pod_starts_removes_it_too(storage):
     proc.send_signal(signal.SIGTERM)
     output = "".join(lines) + proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, output[-3000:]
+    assert "ready:" not in output
+    assert not pod_left(storage)
+
+
+@pytest.fixture(scope="module")
+def adapter_image(secured_registry, france_adapter) -> str:
+    """The France LoRA as an adapter image in the registry with htpasswd auth."""
+    from runtime.adapters import oci
+
+    ref = secured_registry.ref("adapters/france", "v1")
+    oci.push_adapter(france_adapter, ref, auth=(secured_registry.username, secured_registry.password))
+    return ref
+
+
+def workspace_with_adapter(tmp_path: Path, adapter: str, registry, password: str) -> tuple[Path, Path]:
+    """The tiny example naming `adapter` with imagePullSecrets, and the kubernetes.io/dockerconfigjson Secret (what
+    `kubectl create secret docker-registry` writes) holding `password`."""
+    workspace = yaml.safe_load(EXAMPLE.read_text())
+    workspace["inference"]["adapters"] = [{"source": {"name": "france", "image": adapter,
+                                                      "imagePullSecrets": ["registry-creds"]}, "strength": "1.0"}]
+    auth = base64.b64encode(f"{registry.username}:{password}".encode()).decode()
+    config = json.dumps({"auths": {registry.host: {"auth": auth}}})
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry-creds"},
+              "type": "kubernetes.io/dockerconfigjson",
+              "data": {".dockerconfigjson": base64.b64encode(config.encode()).decode()}}
+    (tmp_path / "workspace.yaml").write_text(yaml.safe_dump(workspace))
+    (tmp_path / "secret.yaml").write_text(yaml.safe_dump(secret))
+    return tmp_path / "workspace.yaml", tmp_path / "secret.yaml"
+
+
+def test_the_adapter_pull_uses_the_pull_secret_given_with_f(storage, secured_registry, adapter_image, tmp_path):
+    files = workspace_with_adapter(tmp_path, adapter_image, secured_registry, secured_registry.password)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = kaito_run(storage, port, *files)
+    lines = []
+    try:
+        lines = until_ready(proc, url)
+        models = [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]]
+        assert "france" in models, models
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = "".join(lines) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, output[-3000:]
+    assert secured_registry.password not in output
+    assert not pod_left(storage)
+
+
+def test_a_wrong_pull_password_fails_the_run_with_the_registrys_refusal(storage, secured_registry, adapter_image,
+                                                                         tmp_path):
+    wrong = "not-the-password-" + secured_registry.password[:4]
+    proc = kaito_run(storage, free_port(), *workspace_with_adapter(tmp_path, adapter_image, secured_registry, wrong))
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 1, output[-3000:]
+    assert "container workspace-tiny-llama-puller-france failed" in output, output[-3000:]
+    assert "401" in output or "unauthorized" in output.lower(), output[-3000:]
+    assert wrong not in output and secured_registry.password not in output
     assert "ready:" not in output
     assert not pod_left(storage)

@@ -1,0 +1,106 @@
+"""The pod `kaito run --local --engine podman` plays (runtime.controller.play.local_pod): ConfigMap and Secret
+volumes and variables filled from the rendered manifests and the `-f` files, as the kubelet fills them. The e2e
+tier plays such pods for real (tests/e2e/test_local_run.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import yaml
+
+import presets
+from runtime.command import CommandError
+from runtime.controller import play, render, spec
+from tests.controller.test_cli import EXAMPLES
+
+TINY = EXAMPLES / "local" / "kaito_workspace_tiny_llama.yaml"
+
+
+def rendered(adapter_secret: str | None = "registry-creds", model_secret: str | None = None) -> list[dict]:
+    workspace = yaml.safe_load(TINY.read_text())
+    workspace["metadata"]["namespace"] = "default"
+    source = {"name": "france", "image": "127.0.0.1:5000/adapters/france:v1"}
+    if adapter_secret:
+        source["imagePullSecrets"] = [adapter_secret]
+    workspace["inference"]["adapters"] = [{"source": source}]
+    if model_secret:
+        workspace["inference"]["preset"]["presetOptions"] = {"modelAccessSecret": model_secret}
+    resolved = spec.resolve(workspace)
+    return render.render(resolved.workspace, presets.get("tiny-llama"), resolved.fit, render.RenderSettings())
+
+
+def docker_secret(name: str, config: dict) -> dict:
+    data = base64.b64encode(json.dumps(config).encode()).decode()
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": data}}
+
+
+def test_a_pull_secret_becomes_the_file_its_items_name(tmp_path):
+    config = {"auths": {"127.0.0.1:5000": {"auth": base64.b64encode(b"kaito:s3cret").decode()}}}
+    local = play.local_pod(rendered(), 5077, objects=[docker_secret("registry-creds", config)], root=tmp_path)
+    volume = next(v for v in local.pod["spec"]["volumes"] if v["name"] == "docker-config-france")
+    assert volume == {"name": "docker-config-france",
+                      "hostPath": {"path": str(tmp_path / "docker-config-france"), "type": "Directory"}}
+    local.write()
+    written = tmp_path / "docker-config-france" / "config.json"  # the item's path, not the key .dockerconfigjson
+    assert json.loads(written.read_text()) == config and written.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in (tmp_path / "config-volume").iterdir()] == [render.INFERENCE_CONFIG_KEY]
+    puller = local.pod["spec"]["initContainers"][0]
+    assert puller["command"][:3] == ["kaito", "adapter", "pull"]  # the rendered command, untouched
+    assert "imagePullSecrets" not in local.pod["spec"] and local.pod["spec"]["restartPolicy"] == "OnFailure"
+
+
+def test_a_missing_secret_is_named_with_what_to_do(tmp_path):
+    with pytest.raises(CommandError, match='Secret "registry-creds" \\(volume docker-config-france\\) is not among '
+                                           "the files given with -f"):
+        play.local_pod(rendered(), 5077, root=tmp_path)
+    broken = docker_secret("registry-creds", {})
+    broken["data"] = {"other": "e30="}
+    with pytest.raises(CommandError, match="Secret \"registry-creds\" has no key '.dockerconfigjson'"):
+        play.local_pod(rendered(), 5077, objects=[broken], root=tmp_path)
+    broken["data"] = {".dockerconfigjson": "not base64!"}
+    with pytest.raises(CommandError, match="data..dockerconfigjson is not base64"):
+        play.local_pod(rendered(), 5077, objects=[broken], root=tmp_path)
+
+
+def test_secret_variables_are_filled_and_hidden_in_a_dry_run(tmp_path):
+    token = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf"}, "stringData": {"HF_TOKEN": "hf_abc"}}
+    manifests = rendered(adapter_secret=None, model_secret="hf")
+
+    def hf_token(**kwargs):
+        server = play.local_pod(manifests, 5077, root=tmp_path, **kwargs).pod["spec"]["containers"][0]
+        return [v for v in server.get("env", []) if v["name"] == "HF_TOKEN"]
+
+    assert hf_token(objects=[token]) == [{"name": "HF_TOKEN", "value": "hf_abc"}]
+    assert hf_token(objects=[token], reveal=False) == [{"name": "HF_TOKEN", "value": "<Secret hf, key HF_TOKEN>"}]
+    assert hf_token() == []  # optional in the render: left out when the Secret is absent, as the kubelet does
+
+
+def test_a_configmap_given_with_f_wins_over_the_rendered_one(tmp_path):
+    manifests = rendered(adapter_secret=None)
+    name = next(m["metadata"]["name"] for m in manifests if m["kind"] == "ConfigMap")
+    mine = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+            "data": {render.INFERENCE_CONFIG_KEY: "max_probe_steps: 3\n"}}
+    play.local_pod(manifests, 5077, objects=[mine], root=tmp_path).write()
+    assert (tmp_path / "config-volume" / render.INFERENCE_CONFIG_KEY).read_text() == "max_probe_steps: 3\n"
+
+
+def test_kaito_run_takes_f_several_times(tmp_path, capsys):
+    from runtime.cli import main
+
+    workspace = yaml.safe_load(TINY.read_text())
+    workspace["inference"]["adapters"] = [{"source": {"name": "france", "image": "127.0.0.1:5000/a:v1",
+                                                      "imagePullSecrets": ["registry-creds"]}}]
+    (tmp_path / "ws.yaml").write_text(yaml.safe_dump(workspace))
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "extra"}}
+    (tmp_path / "more.yaml").write_text(yaml.safe_dump_all([docker_secret("registry-creds", {"auths": {}}), service]))
+    args = ["run", "-f", str(tmp_path / "ws.yaml"), "-f", str(tmp_path / "more.yaml"), "--local", "--dry-run"]
+    assert main([*args, "--engine", "podman"]) == 0
+    out, err = capsys.readouterr()
+    assert "docker-config-france" in out and "a Service among the -f files is not used" in err
+    assert main(args) == 2  # the process engine has no pod to give them to
+    assert "add --engine podman" in capsys.readouterr().err
+    assert main(["run", "-f", str(tmp_path / "ws.yaml"), "--local", "--dry-run", "--engine", "podman"]) == 2
+    assert 'Secret "registry-creds"' in capsys.readouterr().err
