@@ -39,13 +39,14 @@ def add_commands(sub) -> None:
                    help="YAML with the Workspace, and the ConfigMaps and Secrets its pod reads ('-' for stdin; "
                    "repeatable, as with kubectl)")
     p.add_argument("--local", action="store_true", required=True,
-                   help="run here: the runtime as a process (default) or the preset image with --engine")
-    p.add_argument("--engine", choices=["process", "podman", "docker"], default="process",
-                   help="process: `kaito serve` in this environment; podman: the rendered pod, played with "
-                   "`podman kube play` (images from the local store, $KAITO_BUILDER_ROOT); docker: the preset image")
+                   help="run here, without Kubernetes: the rendered pod (see --engine)")
+    p.add_argument("--engine", choices=["podman", "docker", "process"], default=None,
+                   help="podman (default where installed): the rendered pod, played with `podman kube play`, images "
+                   "from the local store ($KAITO_BUILDER_ROOT); docker: its containers with `docker run`; process: "
+                   "their `kaito` commands in this environment")
     p.add_argument("--port", type=int, default=5000, help="local port of the server (default 5000)")
     p.add_argument("--image", help="image to run instead of <registry>/kaito-<preset>:<tag> (podman/docker)")
-    p.add_argument("--dry-run", action="store_true", help="print the command instead of running it")
+    p.add_argument("--dry-run", action="store_true", help="print the pod (podman) or the commands instead of running")
     p.set_defaults(handler=_run)
 
 

@@ -1,10 +1,14 @@
-"""`kaito run -f ws.yaml --local`: run a Workspace on this machine, without Kubernetes.
+"""`kaito run -f ws.yaml --local`: a Workspace on this machine, without Kubernetes, from its rendered pod.
 
-The same commands the pods would run, in the same order: adapter pulls, then `kaito serve` (inference); or data
-download, `kaito tune`, then `kaito adapter push` (tuning). With `--engine process` they run in this Python
-environment; with `--engine podman|docker` the server runs in the preset image (the image holds the runtime).
-Paths that are fixed in a pod (/mnt/adapter, /mnt/config, /mnt/data, /mnt/results) become folders under a
-work directory here; a `hostPath` volumeSource is used in place.
+Every engine runs what `kaito render` prints: the workload's pod, as `play.local_pod` fills it (ConfigMaps and
+Secrets as folders, the server on 127.0.0.1:--port, this machine's network). Nothing here types a command line.
+- podman: the pod itself, with `podman kube play` (play.py).
+- docker: each container with `docker run --network host`, the pod's volumes as folders under a work directory.
+- process: each container's command in this Python environment (`kaito` is `python -m runtime.cli`), with the
+  mount paths in its arguments and variables (/mnt/adapter, /mnt/config...) mapped to those folders.
+With docker and process, init containers run first, in order; then the containers run together (the trainer and
+its pusher sidecar) until all end, or, for a server, until Ctrl-C or SIGTERM. Unlike a kubelet, neither restarts
+a container that fails: the run stops there and keeps its work directory (a trained adapter is not lost).
 """
 
 from __future__ import annotations
@@ -17,186 +21,236 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runtime import httplog
-from runtime.controller import render
-from runtime.controller.spec import Resolved, runtime_of
+from runtime.command import CommandError
+from runtime.controller import play, render
+from runtime.controller.spec import Resolved
+from runtime.kaito import RESULTS_DIR
+
+ENGINES = ("podman", "docker", "process")
 
 
-def _kaito() -> list[str]:
-    return [sys.executable, "-m", "runtime.cli"]
+def default_engine() -> str:
+    """podman where it is installed (the pod as the cluster runs it), else this Python environment."""
+    return "podman" if shutil.which("podman") else "process"
 
 
-def _host_path(volume_source: dict | None) -> Path | None:
-    if volume_source and "hostPath" in volume_source:
-        return Path(volume_source["hostPath"]["path"])
-    return None
+@dataclass
+class Step:
+    """One container of the pod, as a command to run here."""
+
+    container: str
+    argv: list[str]
+    env: dict[str, str]
+
+    def shown(self) -> str:
+        # No query strings: a data URL may carry a SAS token. Secret values never reach argv.
+        return "+ " + shlex.join(httplog.redact(a) if "://" in a and "?" in a else a for a in self.argv)
 
 
-def inference_commands(resolved: Resolved, workdir: Path, engine: str, port: int, image: str | None
-                       ) -> tuple[list[list[str]], dict[str, str]]:
-    """(commands to run in order, extra environment) for an inference Workspace."""
-    import yaml
-
-    ws, preset = resolved.workspace, resolved.preset
-    if preset is None:
-        from runtime.command import CommandError
-
-        raise CommandError("inference.template workspaces cannot run locally: there is no preset to serve")
-    adapters_dir, config_dir = workdir / "adapter", workdir / "config"
-    adapters_dir.mkdir(parents=True, exist_ok=True)
-    config_dir.mkdir(parents=True, exist_ok=True)
-    config = render.default_inference_config(ws, preset, resolved.fit)
-    (config_dir / render.INFERENCE_CONFIG_KEY).write_text(yaml.safe_dump(config, sort_keys=False))
-    commands = [[*_kaito(), "adapter", "pull", a.source.image, "--to", str(adapters_dir / a.source.name)]
-                for a in ws.inference.adapters]
-    env = {a.source.name: str(a.strength_value) for a in ws.inference.adapters}
-    serve = render.serve_args(ws, preset)[2:]  # drop "kaito serve"
-    if engine == "process":
-        serve_local = [preset.name, "--port", str(port), "--adapters-dir", str(adapters_dir), "--runtime",
-                       runtime_of(ws, preset), "--config", str(config_dir / render.INFERENCE_CONFIG_KEY)]
-        commands.append([*_kaito(), "serve", *serve_local])
-    else:
-        settings = render.RenderSettings.from_env(os.environ)
-        ref = image or render.preset_image(preset, settings, ws.inference.preset.preset_options.image)
-        run = [engine]
-        if engine == "podman":  # podman needs runc and explicit ulimits on hosts like CI's (environment.md)
-            run += ["--runtime", "runc"]
-        run += ["run", "--rm", "-p", f"{port}:{render.PORT}",
-                "-v", f"{adapters_dir}:{render.ADAPTERS_DIR}", "-v", f"{config_dir}:{render.CONFIG_DIR}"]
-        if engine == "podman":
-            run += ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
-        if render.gpus_per_pod(ws, preset, resolved.fit, settings):
-            # docker: nvidia-container-toolkit; podman: the CDI spec that toolkit generates.
-            run += ["--gpus", "all"] if engine == "docker" else ["--device", "nvidia.com/gpu=all"]
-        for key, value in env.items():
-            run += ["-e", f"{key}={value}"]
-        commands.append([*run, ref, "kaito", "serve", *serve])
-    return commands, env
+def volume_folders(pod: dict[str, Any], root: Path) -> dict[str, Path | None]:
+    """A host folder for each volume of the pod: hostPath in place, emptyDir under `root`; the memory /dev/shm is
+    the machine's own (None). Other volume sources are refused: only podman plays them."""
+    folders: dict[str, Path | None] = {}
+    for volume in pod["spec"].get("volumes", []):
+        name = volume["name"]
+        if "hostPath" in volume:
+            folders[name] = Path(volume["hostPath"]["path"])
+        elif volume.get("emptyDir", {}).get("medium") == "Memory":
+            folders[name] = None
+        elif "emptyDir" in volume:
+            folders[name] = root / name
+        else:
+            kind = next(k for k in volume if k != "name")
+            raise CommandError(f"volume {name}: {kind} volumes are played only with --engine podman; "
+                               "use a hostPath volumeSource here")
+    return folders
 
 
-def tuning_commands(resolved: Resolved, workdir: Path) -> tuple[list[list[str]], dict[str, str]]:
-    """(commands to run in order, extra environment) for a tuning Workspace."""
-    ws, preset = resolved.workspace, resolved.preset
-    tuning = ws.tuning
-    data_dir = _host_path(tuning.input.volume_source) or workdir / "data"
-    results_dir = _host_path(tuning.output.volume_source) or workdir / "results"
-    config_dir = workdir / "config"
-    for d in (data_dir, results_dir, config_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    commands: list[list[str]] = []
-    if tuning.input.urls:
-        commands.append([*_kaito(), "data", "fetch", "--to", str(data_dir), *tuning.input.urls])
-    elif tuning.input.image:
-        from runtime.command import CommandError
-
-        # In a pod the dataset image's own shell copies its /data (render.py); nothing here unpacks a whole image.
-        raise CommandError("tuning.input.image: dataset images cannot be used with --local; use urls or a "
-                           "hostPath volumeSource")
-    elif tuning.input.volume_source is not None and _host_path(tuning.input.volume_source) is None:
-        from runtime.command import CommandError
-
-        raise CommandError("tuning.input.volumeSource: only hostPath volumes can be used with --local")
-    if tuning.config:
-        from runtime.command import CommandError
-
-        raise CommandError(f"tuning.config: ConfigMap {tuning.config!r} cannot be read locally; remove it to use "
-                           "the default training config")
-    import yaml
-
-    config_file = config_dir / render.TRAINING_CONFIG_KEY
-    config = render.default_training_config(preset, tuning.method, resolved.fit)
-    config["training_config"]["TrainingArguments"]["output_dir"] = str(results_dir)
-    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    commands.append([*_kaito(), "tune", "--preset", preset.name, "--method", tuning.method, "--config",
-                     str(config_file), "--data", str(data_dir), "--output-dir", str(results_dir)])
-    if tuning.output.image:
-        commands.append([*_kaito(), "adapter", "push", "--wait-for", str(results_dir), tuning.output.image])
-    # The trainer keeps outputs under /mnt in a pod; here the results folder is the root it may write to.
-    return commands, {"KAITO_OUTPUT_ROOT": str(results_dir)}
+def _mounts(container: dict[str, Any], folders: dict[str, Path | None]) -> dict[str, Path]:
+    return {m["mountPath"]: folders[m["name"]] for m in container.get("volumeMounts", [])
+            if folders.get(m["name"]) is not None}
 
 
-def _call(command: list[str], env: dict[str, str]) -> int:
-    """Run one step; SIGTERM or Ctrl-C stops the step too (a server must not outlive `kaito run`)."""
-    proc = subprocess.Popen(command, env=env)
+def process_step(container: dict[str, Any], folders: dict[str, Path | None]) -> Step:
+    """A container's `kaito` command in this environment, its mount paths mapped to their folders."""
+    mounts = sorted(_mounts(container, folders).items(), key=lambda item: -len(item[0]))
 
-    def stop(signum, frame):
-        raise KeyboardInterrupt
+    def mapped(value: str) -> str:
+        for path, folder in mounts:
+            if value == path or value.startswith(path + "/"):
+                return str(folder) + value[len(path):]
+        return value
 
-    previous = signal.signal(signal.SIGTERM, stop) if threading.current_thread() is threading.main_thread() else None
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
+    command = container["command"]
+    if command[0] != "kaito":
+        raise CommandError(f"container {container['name']} runs {shlex.join(command)} in {container['image']}: "
+                           "--engine process runs only the runtime's own `kaito` commands; use --engine podman")
+    env = {v["name"]: mapped(v["value"]) for v in container.get("env", []) if "value" in v}
+    if RESULTS_DIR in dict(mounts):  # the trainer keeps its outputs under /mnt in a pod: here, this folder
+        env["KAITO_OUTPUT_ROOT"] = str(dict(mounts)[RESULTS_DIR])
+    return Step(container["name"], [sys.executable, "-m", "runtime.cli", *map(mapped, command[1:])], env)
+
+
+def docker_step(container: dict[str, Any], folders: dict[str, Path | None], pod_name: str) -> Step:
+    """`docker run` of a container: its image, command (as the entrypoint, as Kubernetes does), env and mounts."""
+    argv = ["docker", "run", "--rm", "--name", f"{pod_name}-{container['name']}", "--network", "host"]
+    mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+    for path, folder in _mounts(container, folders).items():
+        argv += ["-v", f"{folder}:{path}{':ro' if mounts[path].get('readOnly') else ''}"]
+    if any(m["mountPath"] == "/dev/shm" for m in mounts.values()):
+        argv += ["--ipc", "host"]
+    for var in container.get("env", []):
+        if "value" in var:
+            argv += ["-e", f"{var['name']}={var['value']}"]
+    if container.get("resources", {}).get("limits", {}).get(render.GPU_RESOURCE):
+        argv += ["--gpus", "all"]  # nvidia-container-toolkit
+    command = container["command"]
+    return Step(container["name"], [*argv, "--entrypoint", command[0], container["image"], *command[1:]], {})
+
+
+def steps(local: play.LocalPod, engine: str, root: Path) -> tuple[list[Step], list[Step], dict[str, Path | None]]:
+    """(init steps, container steps, volume folders) of the pod for `engine` (docker or process)."""
+    folders = volume_folders(local.pod, root)
+    spec = local.pod["spec"]
+
+    def step(container):
+        return process_step(container, folders) if engine == "process" else docker_step(container, folders, local.name)
+
+    return [step(c) for c in spec.get("initContainers", [])], [step(c) for c in spec["containers"]], folders
+
+
+def _prepare(local: play.LocalPod, folders: dict[str, Path | None], root: Path) -> None:
+    local.write()
+    for folder in folders.values():
+        if folder is not None and root in folder.parents:
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o777)  # emptyDir is world-writable, as Kubernetes makes it (images run as non-root)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class _Stopped(Exception):
+    """SIGTERM or Ctrl-C: stop the steps that run."""
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped
+
+
+def _execute(init: list[Step], containers: list[Step], port: int | None, out) -> int:
+    """Init steps in order, then the containers together until all end (or one fails); a server's readiness on
+    `port` is announced once."""
+    base = dict(os.environ)
+    procs: list[subprocess.Popen] = []
+    try:
+        for step in init:
+            print(step.shown(), file=out, flush=True)
+            procs = [subprocess.Popen(step.argv, env={**base, **step.env})]
+            if procs[0].wait() != 0:
+                print(f"init container {step.container} failed (exit {procs[0].returncode})", file=out, flush=True)
+                return procs[0].returncode
+        procs = []
+        for step in containers:
+            print(step.shown(), file=out, flush=True)
+            procs.append(subprocess.Popen(step.argv, env={**base, **step.env}))
+        announced = port is None
+        while True:
+            if not announced and play.is_ready(port):
+                print(play.ready_message(port), file=out, flush=True)
+                announced = True
+            codes = [p.poll() for p in procs]
+            failed = next((c for c in codes if c not in (None, 0)), None)
+            if failed is not None:
+                name = containers[codes.index(failed)].container
+                print(f"container {name} failed (exit {failed})", file=out, flush=True)
+                return failed
+            if all(c == 0 for c in codes):
+                return 0
+            time.sleep(0.5)
+    except (_Stopped, KeyboardInterrupt):
         return 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        _stop(procs)
 
 
-def _play(resolved: Resolved, *, port: int, image: str | None, dry_run: bool, objects: list[dict]) -> int:
-    """An inference Workspace as the cluster would run it: its rendered manifests, played by podman (play.py)."""
-    import yaml
-
-    from runtime.command import CommandError
-    from runtime.controller import play
-    from runtime.images.builders import BuilderOptions
-
+def _local_pod(resolved: Resolved, port: int, image: str | None, objects: list[dict], root: Path,
+               reveal: bool) -> play.LocalPod:
     if resolved.preset is None:
         raise CommandError("inference.template workspaces cannot run locally: there is no preset to serve")
     settings = render.RenderSettings.from_env(os.environ)
     manifests = render.render(resolved.workspace, resolved.preset, resolved.fit, settings)
     # --image: the same pod on another build of the preset image
     images = {render.preset_image(resolved.preset, settings): image} if image else {}
-    if dry_run:  # the pod as it would be played; Secret values are not shown
-        local = play.local_pod(manifests, port, images=images, objects=objects, reveal=False,
-                               root=Path(tempfile.gettempdir(), "kaito-play-XXXXXXXX", "volumes"))
-        print(yaml.safe_dump(local.pod, sort_keys=False), end="", flush=True)
-        return 0
-    if shutil.which("podman") is None:
-        raise CommandError("--engine podman: podman is not installed")
-    return play.play(manifests, port=port, images=images, objects=objects,
-                     storage_flags=BuilderOptions.from_env().storage_flags())
+    return play.local_pod(manifests, port, images=images, objects=objects, root=root, reveal=reveal)
 
 
-def run(resolved: Resolved, *, engine: str = "process", port: int = 5000, image: str | None = None,
-        dry_run: bool = False, workdir: Path | None = None, objects: list[dict] = ()) -> int:
-    """Run the workspace's commands in order; stop at the first failure. Returns the exit code. `objects` are
-    the ConfigMaps and Secrets given with -f (read by the played pod)."""
-    from runtime.command import CommandError
-
-    if engine == "podman" and resolved.workspace.tuning is None:
-        return _play(resolved, port=port, image=image, dry_run=dry_run, objects=list(objects))
-    if objects:
-        raise CommandError("ConfigMaps and Secrets given with -f are read by the played pod: add --engine podman")
-    own_workdir = workdir is None
-    workdir = Path(workdir or tempfile.mkdtemp(prefix=f"kaito-{resolved.workspace.name}-"))
-    env = dict(os.environ)
-    if resolved.workspace.tuning is not None:
-        if engine != "process":
-            raise CommandError("--engine podman/docker runs inference workspaces; tuning runs as a process")
-        commands, extra = tuning_commands(resolved, workdir)
-    else:
-        commands, extra = inference_commands(resolved, workdir, engine, port, image)
-    env.update(extra)
-    if engine != "process" and not dry_run and shutil.which(engine) is None:
+def run(resolved: Resolved, *, engine: str | None = None, port: int = 5000, image: str | None = None,
+        dry_run: bool = False, objects: list[dict] = (), out=None) -> int:
+    """Run the Workspace's rendered pod here with `engine` (default: `default_engine()`). Returns the exit code.
+    `objects` are the ConfigMaps and Secrets given with -f."""
+    engine, out = engine or default_engine(), out or sys.stderr
+    if engine == "podman" and resolved.workspace.tuning is not None:
+        engine = "process"  # podman kube play of the tuning Job's pod: not yet (the Job's completion is not awaited)
+    if not dry_run and engine != "process" and shutil.which(engine) is None:
         raise CommandError(f"--engine {engine}: {engine} is not installed")
-    try:
-        for command in commands:
-            shown = [httplog.redact(arg) if "://" in arg and "?" in arg else arg for arg in command]
-            print("+ " + shlex.join(shown), file=sys.stderr, flush=True)  # no query strings: SAS tokens
-            if dry_run:
-                continue
-            code = _call(command, env)
-            if code != 0:
-                return code
+    if dry_run:
+        workdir = Path(tempfile.gettempdir(), f"kaito-{resolved.workspace.name}-XXXXXXXX")
+        local = _local_pod(resolved, port, image, list(objects), workdir / "volumes", reveal=False)
+        if engine == "podman":  # the pod as it would be played; Secret values are not shown
+            import yaml
+
+            print(yaml.safe_dump(local.pod, sort_keys=False), end="", flush=True)
+        else:
+            init, containers, _ = steps(local, engine, workdir / "volumes")
+            for step in init + containers:
+                print(step.shown(), file=out, flush=True)
         return 0
+    workdir = Path(tempfile.mkdtemp(prefix=f"kaito-{resolved.workspace.name}-"))  # 0700: Secret files inside
+    code = 1
+    try:
+        local = _local_pod(resolved, port, image, list(objects), workdir / "volumes", reveal=True)
+        if engine == "podman":
+            from runtime.images.builders import BuilderOptions
+
+            code = play.play(local, port=port, storage_flags=BuilderOptions.from_env().storage_flags(),
+                             workdir=workdir, out=out)
+            return code
+        init, containers, folders = steps(local, engine, workdir / "volumes")
+        _prepare(local, folders, workdir / "volumes")
+        code = _run_steps(init, containers, local.port, out)
+        return code
+    except CommandError:
+        code = 0  # refused before anything ran: nothing to keep
+        raise
     finally:
-        if own_workdir:
+        if code in (0, 130):
             shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"kept {workdir} (the pod's volumes, as they were when it failed)", file=out, flush=True)
+
+
+def _run_steps(init: list[Step], containers: list[Step], port: int | None, out) -> int:
+    """`_execute` with SIGTERM stopping the steps as Ctrl-C does."""
+    previous = signal.signal(signal.SIGTERM, _raise_stopped) \
+        if threading.current_thread() is threading.main_thread() else None
+    try:
+        return _execute(init, containers, port, out)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

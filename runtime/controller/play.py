@@ -60,6 +60,8 @@ class LocalPod:
 
     pod: dict[str, Any]
     volumes: dict[Path, dict[str, tuple[bytes, int]]] = field(default_factory=dict)
+    port: int | None = None
+    """Where its server answers on 127.0.0.1 (None: no server, e.g. a tuning Job)."""
 
     @property
     def name(self) -> str:
@@ -183,6 +185,7 @@ def local_pod(manifests: list[dict[str, Any]], port: int, *, images: dict[str, s
         spec["restartPolicy"] = "OnFailure"
     volumes: dict[Path, dict[str, tuple[bytes, int]]] = {}
     spec["volumes"] = [_project(v, known, root, volumes) for v in spec.get("volumes", [])]
+    serves = None
     for container in spec.get("initContainers", []) + spec["containers"]:
         container["image"] = (images or {}).get(container["image"], container["image"])
         _fill_env(container, known, reveal)
@@ -190,11 +193,30 @@ def local_pod(manifests: list[dict[str, Any]], port: int, *, images: dict[str, s
             container.pop(probe, None)
         if any(p.get("containerPort") == INFERENCE_PORT for p in container.pop("ports", [])):
             _serve_on_loopback(container, port)
+            serves = port
     pod = {"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": workload["metadata"]["name"], "labels": template.get("metadata", {}).get("labels", {}),
                         "annotations": INIT_CONTAINER_TYPE},
            "spec": spec}
-    return LocalPod(pod, volumes)
+    return LocalPod(pod, volumes, serves)
+
+
+def is_ready(port: int) -> bool:
+    """Whether the server on 127.0.0.1:port passes its readiness probe (what the cluster's probe asks)."""
+    import logging
+
+    import httpx
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll is noise here
+    try:
+        return httpx.get(f"http://{LOCAL_HOST}:{port}{READY_PATH}", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def ready_message(port: int) -> str:
+    url = f"http://{LOCAL_HOST}:{port}"
+    return f"ready: {url}\n  curl -s {url}/chat -d '{{\"prompt\": \"Hello\"}}'"
 
 
 class Podman:
@@ -250,16 +272,16 @@ def _raise_stopped(signum, frame):
     raise _Stopped
 
 
-def play(manifests: list[dict[str, Any]], *, port: int, storage_flags: list[str],
-         images: dict[str, str] | None = None, objects: list[dict[str, Any]] = (), timeout_s: float = 600,
+def play(local: LocalPod, *, port: int, storage_flags: list[str], workdir: Path, timeout_s: float = 600,
          out=sys.stderr) -> int:
-    """Play the pod, wait until it serves, then until Ctrl-C or SIGTERM; remove everything it started. Both
-    signals stop it cleanly at any moment, while the pod starts too (SIGTERM exits 0, Ctrl-C 130)."""
+    """Play the pod (its volume folders under `workdir`), wait until it serves, then until Ctrl-C or SIGTERM;
+    remove everything it started, `workdir` too. Both signals stop it cleanly at any moment, while the pod starts
+    too (SIGTERM exits 0, Ctrl-C 130)."""
     import signal
 
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        return _play(manifests, port, storage_flags, images, objects, timeout_s, out)
+        return _play(local, port, storage_flags, workdir, timeout_s, out)
     except _Stopped:
         return 0
     except KeyboardInterrupt:
@@ -280,17 +302,10 @@ def _report_failure(podman: Podman, pod: str, detail: str, out) -> int:
     return 1
 
 
-def _play(manifests, port, storage_flags, images, objects, timeout_s, out) -> int:
-    import logging
-
-    import httpx
-
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll is noise here
-    workdir = Path(tempfile.mkdtemp(prefix="kaito-play-"))  # 0700: the pod file may hold Secret values
+def _play(local: LocalPod, port: int, storage_flags: list[str], workdir: Path, timeout_s: float, out) -> int:
     podman = Podman(storage_flags)
     path = workdir / "pod.yaml"
     try:
-        local = local_pod(manifests, port, images=images, objects=objects, root=workdir / "volumes")
         missing = [ref for ref in local.images if not podman.image_exists(ref)]
         if missing:
             raise CommandError(f"image {missing[0]} is not in the local image store; build it with "
@@ -301,22 +316,16 @@ def _play(manifests, port, storage_flags, images, objects, timeout_s, out) -> in
         played = podman.run("kube", "play", "--replace", str(path))  # returns once the init containers are done
         if played.returncode != 0:
             return _report_failure(podman, local.name, played.stderr, out)
-        url = f"http://{LOCAL_HOST}:{port}"
-        print(f"started; waiting for {url}{READY_PATH} (the model loads)", file=out, flush=True)
+        print(f"started; waiting for http://{LOCAL_HOST}:{port}{READY_PATH} (the model loads)", file=out, flush=True)
         deadline = time.monotonic() + timeout_s
-        while True:
+        while not is_ready(port):
             if _failed(podman, local.name):
                 return _report_failure(podman, local.name, "", out)
-            try:
-                if httpx.get(url + READY_PATH, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
             if time.monotonic() > deadline:
                 print(f"{local.name} not ready after {timeout_s:.0f}s", file=out, flush=True)
                 return 1
             time.sleep(1)
-        print(f"ready: {url}\n  curl -s {url}/chat -d '{{\"prompt\": \"Hello\"}}'", file=out, flush=True)
+        print(ready_message(port), file=out, flush=True)
         while True:  # until Ctrl-C or SIGTERM (play() turns both into a return, after the cleanup below)
             time.sleep(3600)
     finally:

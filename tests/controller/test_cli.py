@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import jsonschema
 import pytest
 import yaml
@@ -130,16 +131,24 @@ def test_apply_refuses_an_invalid_workspace_before_the_cluster(fake_cluster, tmp
     assert fake_cluster.objects("kaito.sh", "workspaces") == []
 
 
-def test_run_local_dry_run_prints_the_pod_commands(capsys):
-    assert main(["run", "-f", str(TINY), "--local", "--dry-run", "--port", "5055"]) == 0
+PUSH_SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ACR_REGISTRY_SECRET_HERE"},
+               "type": "kubernetes.io/dockerconfigjson", "stringData": {".dockerconfigjson": '{"auths": {}}'}}
+
+
+def test_run_local_dry_run_prints_the_pod_commands(tmp_path, capsys):
+    """The process engine runs the rendered containers' own commands, with /mnt paths mapped to a work folder."""
+    assert main(["run", "-f", str(TINY), "--local", "--engine", "process", "--dry-run", "--port", "5055"]) == 0
     err = capsys.readouterr().err
     assert "-m runtime.cli serve tiny-llama --port 5055" in err and "--runtime transformers" in err
-    assert main(["run", "-f", str(TUNING), "--local", "--dry-run"]) == 0
+    assert "/volumes/config-volume/inference_config.yaml" in err and "/mnt/" not in err
+    secret = tmp_path / "secret.yaml"
+    secret.write_text(yaml.safe_dump(PUSH_SECRET))
+    assert main(["run", "-f", str(TUNING), "-f", str(secret), "--local", "--dry-run"]) == 0
     steps = [line for line in capsys.readouterr().err.splitlines() if line.startswith("+ ")]
     assert " -m runtime.cli data fetch --to " in steps[0] and "train-00000-of-00001" in steps[0]
     assert "?download=true" not in steps[0]  # printed without the query: it may hold a SAS token
     assert " tune --preset phi-3-mini-128k-instruct --method qlora " in steps[1]
-    assert " adapter push --wait-for " in steps[2] and steps[2].endswith("ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1")
+    assert " adapter push --wait-for " in steps[2] and " ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1 " in steps[2]
 
 
 def test_run_local_with_an_engine_dry_run(capsys):
@@ -159,22 +168,33 @@ def test_run_local_with_an_engine_dry_run(capsys):
     assert list(yaml.safe_load_all(capsys.readouterr().out))[-1]["spec"]["containers"][0]["image"] == "local/tiny:dev"
     phi = EXAMPLES / "inference" / "kaito_workspace_phi_4_mini.yaml"
     assert main(["run", "-f", str(phi), "--local", "--engine", "docker", "--dry-run", "--image", "local/phi:dev"]) == 0
-    err = capsys.readouterr().err
-    assert "docker run --rm -p 5000:5000" in err and "--gpus all local/phi:dev kaito serve phi-4-mini-instruct" in err
+    err = capsys.readouterr().err  # docker runs each rendered container: its image, command, mounts, GPUs
+    assert "+ docker run --rm --name workspace-phi-4-mini-workspace-phi-4-mini --network host " in err
+    assert "/volumes/config-volume:/mnt/config " in err
+    assert "--gpus all --entrypoint kaito local/phi:dev serve phi-4-mini-instruct --port 5000" in err
 
 
 @pytest.mark.slow
 def test_run_local_serves_the_tiny_model(tiny_model_dir, tmp_path):
-    """`kaito run --local` really starts the runtime: /health answers, and SIGTERM stops the server with it."""
-    from tests.support import free_port, wait_http
+    """`kaito run --local --engine process` starts the rendered server here: it says when it is ready, and SIGTERM
+    stops the server with it and removes its work folder."""
+    import re
+    import time
+
+    from tests.support import free_port
 
     port = free_port()
-    log = (tmp_path / "run.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", "-f", str(TINY), "--local", "--port",
-                             str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log_path = tmp_path / "run.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", "-f", str(TINY), "--local", "--engine",
+                             "process", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        wait_http(f"http://127.0.0.1:{port}/health", timeout=120, proc=proc)
+        deadline = time.monotonic() + 120
+        while f"ready: http://127.0.0.1:{port}" not in log_path.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.5)
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 130
     finally:
@@ -182,7 +202,10 @@ def test_run_local_serves_the_tiny_model(tiny_model_dir, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
-    assert "serve tiny-llama" in (tmp_path / "run.log").read_text()
+    output = log_path.read_text()
+    assert "serve tiny-llama" in output
+    workdir = re.search(r"--adapters-dir (\S+)/volumes/adapter-volume", output)[1]
+    assert not Path(workdir).exists()
 
 
 def deploy_docs(name: str) -> list[dict]:
@@ -257,7 +280,8 @@ def test_run_local_tunes_and_its_log_feeds_the_progress(tiny_model_dir, tmp_path
                      "output": {"volumeSource": {"hostPath": {"path": str(out)}}}}}
     path = tmp_path / "ws.yaml"
     path.write_text(yaml.safe_dump(ws))
-    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "run", "-f", str(path), "--local"],
+    proc = subprocess.run([sys.executable, "-m", "runtime.cli", "run", "-f", str(path), "--local", "--engine",
+                           "process"],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "adapter_model.safetensors").exists() and (out / "fine_tuning_completed.txt").exists()
@@ -269,9 +293,12 @@ def test_run_local_refuses_what_it_cannot_reproduce(tmp_path, capsys):
     ws = yaml.safe_load((EXAMPLES / "fine-tuning" / "kaito_workspace_tuning_phi_3_with_pvc_volume.yaml").read_text())
     path = tmp_path / "pvc.yaml"
     path.write_text(yaml.safe_dump(ws))
-    assert main(["run", "-f", str(path), "--local", "--dry-run"]) == 2
-    assert "tuning.input.volumeSource: only hostPath volumes" in capsys.readouterr().err
+    assert main(["run", "-f", str(path), "--local", "--engine", "process", "--dry-run"]) == 2
+    assert "volume data-volume: persistentVolumeClaim volumes are played only with --engine podman" in \
+        capsys.readouterr().err
     ws["tuning"]["input"] = {"image": "r.example.com/data:1"}
+    ws["tuning"]["output"] = {"volumeSource": {"hostPath": {"path": str(tmp_path / "out")}}}
     path.write_text(yaml.safe_dump(ws))
-    assert main(["run", "-f", str(path), "--local", "--dry-run"]) == 2
-    assert "tuning.input.image" in capsys.readouterr().err
+    assert main(["run", "-f", str(path), "--local", "--engine", "process", "--dry-run"]) == 2
+    assert "container data-puller runs /bin/sh -c 'cp -r /data/. /mnt/data/' in r.example.com/data:1" in \
+        capsys.readouterr().err
