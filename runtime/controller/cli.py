@@ -1,4 +1,4 @@
-"""`kaito render | apply | get workspace | controller | run`: the Workspace commands.
+"""`kaito render | apply | get workspace | controller | run | down`: the Workspace commands.
 
 Only the standard library at module level (the CLI must start fast); yaml, kubernetes and kopf are imported
 inside the handlers.
@@ -47,7 +47,15 @@ def add_commands(sub) -> None:
     p.add_argument("--port", type=int, default=5000, help="local port of the server (default 5000)")
     p.add_argument("--image", help="image to run instead of <registry>/kaito-<preset>:<tag> (podman/docker)")
     p.add_argument("--dry-run", action="store_true", help="print the pod (podman) or the commands instead of running")
+    p.add_argument("--detach", "-d", action="store_true",
+                   help="return once the server is ready and leave its pod running (podman); `kaito down` removes it")
+    p.add_argument("--build", action="store_true",
+                   help="build the preset image first, on the local base (podman; as `docker compose up --build`)")
     p.set_defaults(handler=_run)
+
+    p = sub.add_parser("down", help="remove what `kaito run --local --detach` left running")
+    p.add_argument("-f", "--filename", required=True, action="append", help="the files given to kaito run")
+    p.set_defaults(handler=_down)
 
 
 def _documents(filename: str) -> list:
@@ -206,5 +214,14 @@ def _run(args) -> int:
             kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
             print(f"warning: a {kind} among the -f files is not used: kaito run reads the Workspace and the "
                   f"{' and '.join(OBJECT_KINDS)}s its pod reads", file=sys.stderr)
-    return local.run(resolved, engine=args.engine, port=args.port, image=args.image, dry_run=args.dry_run,
-                     objects=objects)
+    code = local.run(resolved, engine=args.engine, port=args.port, image=args.image, dry_run=args.dry_run,
+                     detach=args.detach, build=args.build, objects=objects)
+    if code == 0 and args.detach and not args.dry_run:
+        print(f"detached; remove it with: kaito down -f {' -f '.join(args.filename)}", file=sys.stderr)
+    return code
+
+
+def _down(args) -> int:
+    from runtime.controller import local
+
+    return local.down(_resolve(_load(args.filename, others=[])))

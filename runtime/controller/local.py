@@ -200,37 +200,63 @@ def _local_pod(resolved: Resolved, port: int, image: str | None, objects: list[d
     return play.local_pod(manifests, port, images=images, objects=objects, root=root, reveal=reveal)
 
 
+def build_preset_image(preset, out) -> None:
+    """`--build`: the preset image as `kaito images build <preset> --local-base` makes it, into the image store
+    podman plays from (buildah or podman share it; a docker build would not)."""
+    from runtime.images import base, build, context
+    from runtime.images.builders import BuilderError, BuilderOptions, detect_builder
+    from runtime.images.context import ContextError
+
+    try:
+        builder = detect_builder("buildah" if shutil.which("buildah") else "podman", BuilderOptions.from_env())
+        print(f"building the {preset.name} image with {builder.name} on the local base", file=out, flush=True)
+        result = build.build_preset_image(preset, builder, context.ContextOptions(
+            base_image=base.ensure_base_image(builder)))
+    except (BuilderError, ContextError) as err:
+        raise CommandError(f"--build: {err}") from None
+    print(f"built {result.preset_image}", file=out, flush=True)
+
+
 def run(resolved: Resolved, *, engine: str | None = None, port: int = 5000, image: str | None = None,
-        dry_run: bool = False, objects: list[dict] = (), out=None) -> int:
+        dry_run: bool = False, detach: bool = False, build: bool = False, objects: list[dict] = (),
+        out=None) -> int:
     """Run the Workspace's rendered pod here with `engine` (default: `default_engine()`). Returns the exit code.
-    `objects` are the ConfigMaps and Secrets given with -f."""
+    `objects` are the ConfigMaps and Secrets given with -f; `detach` (podman) returns once the pod serves;
+    `build` builds the preset image first (podman)."""
     engine, out = engine or default_engine(), out or sys.stderr
     if engine == "podman" and resolved.workspace.tuning is not None:
         engine = "process"  # podman kube play of the tuning Job's pod: not yet (the Job's completion is not awaited)
+    for flag, given in (("--detach", detach), ("--build", build)):
+        if given and engine != "podman":
+            raise CommandError(f"{flag} goes with --engine podman (an inference Workspace)")
+    if build and image:
+        raise CommandError("--build builds the preset image the pod names; --image names another: choose one")
     if not dry_run and engine != "process" and shutil.which(engine) is None:
         raise CommandError(f"--engine {engine}: {engine} is not installed")
-    if dry_run:
-        workdir = Path(tempfile.gettempdir(), f"kaito-{resolved.workspace.name}-XXXXXXXX")
-        local = _local_pod(resolved, port, image, list(objects), workdir / "volumes", reveal=False)
-        if engine == "podman":  # the pod as it would be played; Secret values are not shown
+    if engine == "podman":
+        root = play.state_dir(resolved.workspace.name) / "volumes"
+        local = _local_pod(resolved, port, image, list(objects), root, reveal=not dry_run)
+        if dry_run:  # the pod as it would be played; Secret values are not shown
             import yaml
 
             print(yaml.safe_dump(local.pod, sort_keys=False), end="", flush=True)
-        else:
-            init, containers, _ = steps(local, engine, workdir / "volumes")
-            for step in init + containers:
-                print(step.shown(), file=out, flush=True)
+            return 0
+        from runtime.images.builders import BuilderOptions
+
+        if build:
+            build_preset_image(resolved.preset, out)
+        return play.play(local, port=port, storage_flags=BuilderOptions.from_env().storage_flags(), detach=detach,
+                         out=out)
+    if dry_run:
+        root = Path(tempfile.gettempdir(), f"kaito-{resolved.workspace.name}-XXXXXXXX", "volumes")
+        init, containers, _ = steps(_local_pod(resolved, port, image, list(objects), root, reveal=False), engine, root)
+        for step in init + containers:
+            print(step.shown(), file=out, flush=True)
         return 0
     workdir = Path(tempfile.mkdtemp(prefix=f"kaito-{resolved.workspace.name}-"))  # 0700: Secret files inside
     code = 1
     try:
         local = _local_pod(resolved, port, image, list(objects), workdir / "volumes", reveal=True)
-        if engine == "podman":
-            from runtime.images.builders import BuilderOptions
-
-            code = play.play(local, port=port, storage_flags=BuilderOptions.from_env().storage_flags(),
-                             workdir=workdir, out=out)
-            return code
         init, containers, folders = steps(local, engine, workdir / "volumes")
         _prepare(local, folders, workdir / "volumes")
         code = _run_steps(init, containers, local.port, out)
@@ -243,6 +269,15 @@ def run(resolved: Resolved, *, engine: str | None = None, port: int = 5000, imag
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"kept {workdir} (the pod's volumes, as they were when it failed)", file=out, flush=True)
+
+
+def down(resolved: Resolved, out=None) -> int:
+    """`kaito down`: remove the pod `kaito run --local --detach` left running, with its containers and volumes."""
+    from runtime.images.builders import BuilderOptions
+
+    if shutil.which("podman") is None:
+        raise CommandError("kaito down removes pods played with podman, and podman is not installed")
+    return play.down(resolved.workspace.name, BuilderOptions.from_env().storage_flags(), out=out or sys.stderr)
 
 
 def _run_steps(init: list[Step], containers: list[Step], port: int | None, out) -> int:

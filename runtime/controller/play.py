@@ -231,6 +231,10 @@ class Podman:
     def run(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["podman", *self.flags, *args], capture_output=True, text=True, env=self.env)
 
+    def start(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(["podman", *self.flags, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=self.env)
+
     def image_exists(self, ref: str) -> bool:
         return self.run("image", "exists", ref).returncode == 0
 
@@ -272,22 +276,66 @@ def _raise_stopped(signum, frame):
     raise _Stopped
 
 
-def play(local: LocalPod, *, port: int, storage_flags: list[str], workdir: Path, timeout_s: float = 600,
+def state_dir(pod: str) -> Path:
+    """Where a played pod's file and volume folders live while it runs (`kaito down` finds them here)."""
+    return Path(tempfile.gettempdir(), f"kaito-pod-{pod}")
+
+
+def play(local: LocalPod, *, port: int, storage_flags: list[str], detach: bool = False, timeout_s: float = 600,
          out=sys.stderr) -> int:
-    """Play the pod (its volume folders under `workdir`), wait until it serves, then until Ctrl-C or SIGTERM;
-    remove everything it started, `workdir` too. Both signals stop it cleanly at any moment, while the pod starts
-    too (SIGTERM exits 0, Ctrl-C 130)."""
+    """Play the pod (its volume folders under `state_dir`), wait until it serves, then until Ctrl-C or SIGTERM;
+    remove everything it started. Both signals stop it cleanly at any moment, while the pod starts too (SIGTERM
+    exits 0, Ctrl-C 130). `detach`: return once it serves, leaving it to `down`."""
     import signal
 
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        return _play(local, port, storage_flags, workdir, timeout_s, out)
+        return _play(local, port, storage_flags, detach, timeout_s, out)
     except _Stopped:
         return 0
     except KeyboardInterrupt:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def down(pod: str, storage_flags: list[str], out=sys.stderr) -> int:
+    """Remove a played pod, its containers and volumes, and its folder."""
+    podman = Podman(storage_flags)
+    try:
+        existed = podman.run("pod", "exists", pod).returncode == 0
+        path = state_dir(pod) / "pod.yaml"
+        if path.exists():
+            podman.run("kube", "down", str(path))
+        if podman.run("pod", "exists", pod).returncode == 0:  # played from elsewhere: remove it by name
+            podman.run("pod", "rm", "--force", pod)
+        shutil.rmtree(state_dir(pod), ignore_errors=True)
+        print(f"removed pod {pod}" if existed else f"no pod {pod} to remove", file=out, flush=True)
+        return 0
+    finally:
+        podman.close()
+
+
+def _short(container: dict[str, Any], pod: str) -> str:
+    name = container["Names"][0] if isinstance(container.get("Names"), list) else container.get("Names", "")
+    return name.removeprefix(f"{pod}-")
+
+
+class _Progress:
+    """Prints each container's state when it changes (created, running, exited (code)), as `kubectl get -w`."""
+
+    def __init__(self, podman: Podman, pod: str, out):
+        self.podman, self.pod, self.out, self.seen = podman, pod, out, {}
+
+    def show(self) -> None:
+        for container in _containers(self.podman, self.pod):
+            state = container.get("State", "?")
+            if state == "exited":
+                state += f" ({container.get('ExitCode', '?')})"
+            name = _short(container, self.pod)
+            if self.seen.get(name) != state:
+                print(f"  {name}: {state}", file=self.out, flush=True)
+                self.seen[name] = state
 
 
 def _report_failure(podman: Podman, pod: str, detail: str, out) -> int:
@@ -302,23 +350,34 @@ def _report_failure(podman: Podman, pod: str, detail: str, out) -> int:
     return 1
 
 
-def _play(local: LocalPod, port: int, storage_flags: list[str], workdir: Path, timeout_s: float, out) -> int:
+def _play(local: LocalPod, port: int, storage_flags: list[str], detach: bool, timeout_s: float, out) -> int:
     podman = Podman(storage_flags)
+    workdir = state_dir(local.name)
     path = workdir / "pod.yaml"
+    player: subprocess.Popen | None = None
+    played = keep = False
     try:
         missing = [ref for ref in local.images if not podman.image_exists(ref)]
         if missing:
-            raise CommandError(f"image {missing[0]} is not in the local image store; build it with "
-                               f"`kaito images build <preset> --local-base` (or pull it)")
+            raise CommandError(f"image {missing[0]} is not in the local image store: add --build to build it "
+                               f"first, or build it with `kaito images build <preset> --local-base`")
+        played = True
+        shutil.rmtree(workdir, ignore_errors=True)  # a previous run's; --replace below replaces its pod
+        workdir.mkdir(mode=0o700)  # the pod file may hold Secret values
         local.write()
         path.write_text(yaml.safe_dump(local.pod, sort_keys=False))
         print(f"playing {local.name} with podman kube play ({', '.join(local.images)})", file=out, flush=True)
-        played = podman.run("kube", "play", "--replace", str(path))  # returns once the init containers are done
-        if played.returncode != 0:
-            return _report_failure(podman, local.name, played.stderr, out)
+        progress = _Progress(podman, local.name, out)
+        player = podman.start("kube", "play", "--replace", str(path))  # ends once the init containers are done
+        while player.poll() is None:
+            progress.show()
+            time.sleep(0.5)
+        if player.returncode != 0:
+            return _report_failure(podman, local.name, player.communicate()[1], out)
         print(f"started; waiting for http://{LOCAL_HOST}:{port}{READY_PATH} (the model loads)", file=out, flush=True)
         deadline = time.monotonic() + timeout_s
         while not is_ready(port):
+            progress.show()
             if _failed(podman, local.name):
                 return _report_failure(podman, local.name, "", out)
             if time.monotonic() > deadline:
@@ -326,10 +385,17 @@ def _play(local: LocalPod, port: int, storage_flags: list[str], workdir: Path, t
                 return 1
             time.sleep(1)
         print(ready_message(port), file=out, flush=True)
+        if detach:
+            keep = True
+            return 0
         while True:  # until Ctrl-C or SIGTERM (play() turns both into a return, after the cleanup below)
             time.sleep(3600)
     finally:
-        if path.exists():
-            podman.run("kube", "down", str(path))
-        shutil.rmtree(workdir, ignore_errors=True)
+        if player is not None and player.poll() is None:  # stopped while podman still plays it
+            player.terminate()
+            player.wait()
+        if played and not keep:
+            if path.exists():
+                podman.run("kube", "down", str(path))
+            shutil.rmtree(workdir, ignore_errors=True)
         podman.close()

@@ -104,3 +104,14 @@ def test_kaito_run_takes_f_several_times(tmp_path, capsys):
     assert "/volumes/docker-config-france" not in capsys.readouterr().err  # (a variable, not an argument)
     assert main(["run", "-f", str(tmp_path / "ws.yaml"), "--local", "--dry-run", "--engine", "podman"]) == 2
     assert 'Secret "registry-creds"' in capsys.readouterr().err
+
+
+def test_detach_and_build_go_with_podman(capsys):
+    from runtime.cli import main
+
+    for flag in ("--detach", "--build"):
+        assert main(["run", "-f", str(TINY), "--local", "--engine", "process", flag, "--dry-run"]) == 2
+        assert f"{flag} goes with --engine podman" in capsys.readouterr().err
+    assert main(["run", "-f", str(TINY), "--local", "--engine", "podman", "--build", "--image", "local/x:1",
+                 "--dry-run"]) == 2
+    assert "--build builds the preset image the pod names; --image names another" in capsys.readouterr().err

@@ -23,6 +23,7 @@ import yaml
 
 import presets
 from runtime.controller import render
+from runtime.controller.play import state_dir
 from runtime.images import base, build, context
 from runtime.images.builders import Builder, BuilderOptions
 from tests.registry import registry_fixture
@@ -55,13 +56,17 @@ def storage() -> BuilderOptions:
     return options
 
 
-def kaito_run(storage: BuilderOptions, port: int, *files: Path) -> subprocess.Popen:
+def kaito(storage: BuilderOptions, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """The `kaito` CLI as a user runs it (podman is the default engine where installed), on the tier's storage."""
     env = {**os.environ, "KAITO_BUILDER_ROOT": str(storage.root), "KAITO_STORAGE_DRIVER": storage.storage_driver,
-           "PYTHONPATH": str(REPO)}
-    given = [arg for path in files or (EXAMPLE,) for arg in ("-f", str(path))]
-    return subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", *given, "--local",
-                             "--engine", "podman", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+           "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+
+
+def kaito_run(storage: BuilderOptions, port: int, *files: Path) -> subprocess.Popen:
+    given = [arg for path in files or (EXAMPLE,) for arg in ("-f", str(path))]
+    return kaito(storage, "run", *given, "--local", "--port", str(port))
 
 
 def until_ready(proc: subprocess.Popen, url: str) -> list[str]:
@@ -75,17 +80,29 @@ def until_ready(proc: subprocess.Popen, url: str) -> list[str]:
 
 
 def pod_left(storage: BuilderOptions) -> bool:
-    return subprocess.run(["podman", *storage.storage_flags(), "pod", "exists", "workspace-tiny-llama"]).returncode == 0
+    """The pod, or its folder of ConfigMap and Secret files, is still there."""
+    exists = subprocess.run(["podman", *storage.storage_flags(), "pod", "exists", "workspace-tiny-llama"])
+    return exists.returncode == 0 or state_dir("workspace-tiny-llama").exists()
 
 
-def test_an_example_workspace_plays_as_rendered_and_serves(storage):
+def podman_objects(storage: BuilderOptions) -> dict[str, list[str]]:
+    flags = storage.storage_flags()
+    return {kind: subprocess.run(["podman", *flags, kind, *args], capture_output=True, text=True).stdout.split()
+            for kind, args in {"pod": ["ps", "-q"], "container": ["ps", "-aq"], "volume": ["ls", "-q"]}.items()}
+
+
+def test_an_example_workspace_plays_detached_serves_and_goes_down(storage):
+    before = podman_objects(storage)
     port = free_port()
-    proc = kaito_run(storage, port)
     url = f"http://127.0.0.1:{port}"
-    lines = []
     try:
-        lines = until_ready(proc, url)
-        assert httpx.get(url + "/v1/health/ready").status_code == 200
+        run = kaito(storage, "run", "-f", str(EXAMPLE), "--local", "--detach", "--port", str(port))
+        output = run.communicate(timeout=300)[0]
+        assert run.returncode == 0, output[-3000:]
+        assert "playing workspace-tiny-llama with podman kube play" in output and f"ready: {url}" in output
+        assert "  workspace-tiny-llama: running" in output  # the progress: each container's state
+        assert "HTTP Request" not in output  # the readiness polls are not logged
+        assert httpx.get(url + "/v1/health/ready").status_code == 200  # detached: it still serves
         reply = httpx.post(url + "/chat", json={"prompt": "Hello", "generate_kwargs": {"max_new_tokens": 4}},
                            timeout=60)
         assert reply.status_code == 200 and reply.json()["Result"].startswith("Hello")
@@ -95,12 +112,11 @@ def test_an_example_workspace_plays_as_rendered_and_serves(storage):
             model="tiny-llama", max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
         assert answer.usage.completion_tokens > 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        output = "".join(lines) + proc.communicate(timeout=120)[0]
-    assert proc.returncode == 0, output[-3000:]
-    assert "playing workspace-tiny-llama with podman kube play" in output and f"ready: {url}" in output
-    assert "HTTP Request" not in output  # the readiness polls are not logged
-    assert not pod_left(storage)  # stopping removed everything it started
+        down = kaito(storage, "down", "-f", str(EXAMPLE))
+        output = down.communicate(timeout=120)[0]
+    assert down.returncode == 0 and "removed pod workspace-tiny-llama" in output, output
+    assert podman_objects(storage) == before  # no pod, container or volume left behind
+    assert not state_dir("workspace-tiny-llama").exists()
 
 
 def test_sigterm_while_the_pod_starts_removes_it_too(storage):
@@ -172,4 +188,32 @@ def test_a_wrong_pull_password_fails_the_run_with_the_registrys_refusal(storage,
     assert "401" in output or "unauthorized" in output.lower(), output[-3000:]
     assert wrong not in output and secured_registry.password not in output
     assert "ready:" not in output
+    assert not pod_left(storage)
+
+
+def test_a_missing_image_is_named_and_build_makes_it(storage):
+    """Without --build a missing preset image is an error naming it and the fix; with --build it is built on the
+    local base (here under a registry prefix of its own, removed afterwards) and the pod plays."""
+    registry = "localhost/kaito-e2e-build"
+    image = f"{registry}/kaito-tiny-llama:{presets.get('tiny-llama').image_tag}"
+    flags = storage.storage_flags()
+    env = {"PRESET_REGISTRY_NAME": registry}  # read by kaito run's render and by its build
+    try:
+        port = free_port()
+        missing = kaito(storage, "run", "-f", str(EXAMPLE), "--local", "--detach", "--port", str(port), env=env)
+        output = missing.communicate(timeout=120)[0]
+        assert missing.returncode == 2, output
+        assert f"image {image} is not in the local image store: add --build" in output
+        built = kaito(storage, "run", "-f", str(EXAMPLE), "--local", "--detach", "--build", "--port", str(port),
+                      env=env)
+        output = built.communicate(timeout=600)[0]
+        assert built.returncode == 0, output[-3000:]
+        assert f"built {image}" in output and f"playing workspace-tiny-llama with podman kube play ({image})" in output
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/health/ready").status_code == 200
+    finally:
+        kaito(storage, "down", "-f", str(EXAMPLE)).communicate(timeout=120)
+        listed = subprocess.run(["podman", *flags, "images", "--format", "{{.Repository}}:{{.Tag}}"],
+                                capture_output=True, text=True).stdout.split()
+        ours = [ref for ref in listed if ref.startswith(registry + "/")]  # the preset image and its runtime image
+        subprocess.run(["podman", *flags, "rmi", "--force", *ours], capture_output=True)
     assert not pod_left(storage)
