@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import json
 import os
 import re
 import shutil
@@ -62,6 +63,8 @@ class LocalPod:
     volumes: dict[Path, dict[str, tuple[bytes, int]]] = field(default_factory=dict)
     port: int | None = None
     """Where its server answers on 127.0.0.1 (None: no server, e.g. a tuning Job)."""
+    pull_auth: dict[str, Any] | None = None
+    """The registry credentials of its imagePullSecrets (a docker config), for pulling a missing image."""
 
     @property
     def name(self) -> str:
@@ -178,7 +181,8 @@ def local_pod(manifests: list[dict[str, Any]], port: int, *, images: dict[str, s
     workload = workloads[0]
     template = copy.deepcopy(workload["spec"]["template"])
     spec = template["spec"]
-    for key in ("affinity", "tolerations", "imagePullSecrets"):
+    pull_auth = _pull_auth(spec.pop("imagePullSecrets", []), known)
+    for key in ("affinity", "tolerations"):
         spec.pop(key, None)
     spec["hostNetwork"] = True
     if spec.get("restartPolicy", "Always") == "Always":
@@ -198,7 +202,21 @@ def local_pod(manifests: list[dict[str, Any]], port: int, *, images: dict[str, s
            "metadata": {"name": workload["metadata"]["name"], "labels": template.get("metadata", {}).get("labels", {}),
                         "annotations": INIT_CONTAINER_TYPE},
            "spec": spec}
-    return LocalPod(pod, volumes, serves)
+    return LocalPod(pod, volumes, serves, pull_auth)
+
+
+def _pull_auth(secrets: list[dict[str, str]], known: dict[tuple[str, str], dict]) -> dict[str, Any] | None:
+    """One docker config from the pull Secrets that are given; as the kubelet, a missing one is skipped (the pull
+    may need none)."""
+    auths: dict[str, Any] = {}
+    for ref in secrets:
+        obj = known.get(("Secret", ref.get("name")))
+        data = object_data(obj) if obj else {}
+        if ".dockerconfigjson" in data:
+            auths.update(json.loads(data[".dockerconfigjson"]).get("auths", {}))
+        elif ".dockercfg" in data:  # the older kubernetes.io/dockercfg type: the auths themselves
+            auths.update(json.loads(data[".dockercfg"]))
+    return {"auths": auths} if auths else None
 
 
 def is_ready(port: int) -> bool:
@@ -237,6 +255,20 @@ class Podman:
 
     def image_exists(self, ref: str) -> bool:
         return self.run("image", "exists", ref).returncode == 0
+
+    def pull(self, ref: str, auth: dict[str, Any] | None) -> subprocess.CompletedProcess:
+        """`podman pull` with the pod's pull credentials (in this object's private folder), over plain http only
+        where our registry client allows it (loopback, $KAITO_INSECURE_REGISTRIES)."""
+        from runtime.adapters.registry import allows_plain_http
+
+        args = ["pull", "--quiet"]
+        if auth:
+            authfile = self._conf_dir / "auth.json"
+            authfile.write_text(json.dumps(auth))
+            args += ["--authfile", str(authfile)]
+        if "/" in ref and allows_plain_http(ref.split("/", 1)[0]):
+            args.append("--tls-verify=false")
+        return self.run(*args, ref)
 
     def close(self) -> None:
         shutil.rmtree(self._conf_dir, ignore_errors=True)
@@ -357,10 +389,14 @@ def _play(local: LocalPod, port: int, storage_flags: list[str], detach: bool, ti
     player: subprocess.Popen | None = None
     played = keep = False
     try:
-        missing = [ref for ref in local.images if not podman.image_exists(ref)]
-        if missing:
-            raise CommandError(f"image {missing[0]} is not in the local image store: add --build to build it "
-                               f"first, or build it with `kaito images build <preset> --local-base`")
+        for ref in [ref for ref in local.images if not podman.image_exists(ref)]:
+            print(f"pulling {ref}", file=out, flush=True)
+            pulled = podman.pull(ref, local.pull_auth)
+            if pulled.returncode != 0:
+                refusal = (pulled.stderr.strip().splitlines() or ["?"])[-1]
+                raise CommandError(f"image {ref} is not in the local image store and could not be pulled "
+                                   f"({refusal}): add --build to build it first, or build it with "
+                                   f"`kaito images build <preset> --local-base`")
         played = True
         shutil.rmtree(workdir, ignore_errors=True)  # a previous run's; --replace below replaces its pod
         workdir.mkdir(mode=0o700)  # the pod file may hold Secret values
