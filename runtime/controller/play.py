@@ -14,7 +14,8 @@ not, or does otherwise, is changed, each for a reason:
   containers are kept once they end (podman's "always" type; its default removes them), so a failed one's
   log can be shown;
 - probes are dropped (podman runs them only under systemd); `kaito run` waits for the server's readiness itself;
-- scheduling (node affinity, tolerations) and imagePullSecrets are dropped: one node, images from the local store.
+- scheduling (node affinity, tolerations) is dropped: one node. imagePullSecrets are not given to podman: images
+  come from the local store, and a missing one is pulled here with their credentials.
 """
 
 from __future__ import annotations
@@ -212,10 +213,13 @@ def _pull_auth(secrets: list[dict[str, str]], known: dict[tuple[str, str], dict]
     for ref in secrets:
         obj = known.get(("Secret", ref.get("name")))
         data = object_data(obj) if obj else {}
-        if ".dockerconfigjson" in data:
-            auths.update(json.loads(data[".dockerconfigjson"]).get("auths", {}))
-        elif ".dockercfg" in data:  # the older kubernetes.io/dockercfg type: the auths themselves
-            auths.update(json.loads(data[".dockercfg"]))
+        try:
+            if ".dockerconfigjson" in data:
+                auths.update(json.loads(data[".dockerconfigjson"]).get("auths", {}))
+            elif ".dockercfg" in data:  # the older kubernetes.io/dockercfg type: the auths themselves
+                auths.update(json.loads(data[".dockercfg"]))
+        except (ValueError, AttributeError):
+            raise CommandError(f'Secret "{ref.get("name")}" (imagePullSecrets): not a docker config') from None
     return {"auths": auths} if auths else None
 
 
@@ -275,8 +279,6 @@ class Podman:
 
 
 def _containers(podman: Podman, pod: str) -> list[dict[str, Any]]:
-    import json
-
     done = podman.run("ps", "-a", "--filter", f"pod={pod}", "--format", "json")
     return [c for c in json.loads(done.stdout or "[]") if not c.get("IsInfra")]
 
@@ -314,7 +316,7 @@ def state_dir(pod: str) -> Path:
 
 
 def play(local: LocalPod, *, port: int, storage_flags: list[str], detach: bool = False, timeout_s: float = 600,
-         out=sys.stderr) -> int:
+         out=None) -> int:
     """Play the pod (its volume folders under `state_dir`), wait until it serves, then until Ctrl-C or SIGTERM;
     remove everything it started. Both signals stop it cleanly at any moment, while the pod starts too (SIGTERM
     exits 0, Ctrl-C 130). `detach`: return once it serves, leaving it to `down`."""
@@ -322,7 +324,7 @@ def play(local: LocalPod, *, port: int, storage_flags: list[str], detach: bool =
 
     previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        return _play(local, port, storage_flags, detach, timeout_s, out)
+        return _play(local, port, storage_flags, detach, timeout_s, out or sys.stderr)
     except _Stopped:
         return 0
     except KeyboardInterrupt:
@@ -331,9 +333,9 @@ def play(local: LocalPod, *, port: int, storage_flags: list[str], detach: bool =
         signal.signal(signal.SIGTERM, previous)
 
 
-def down(pod: str, storage_flags: list[str], out=sys.stderr) -> int:
+def down(pod: str, storage_flags: list[str], out=None) -> int:
     """Remove a played pod, its containers and volumes, and its folder."""
-    podman = Podman(storage_flags)
+    out, podman = out or sys.stderr, Podman(storage_flags)
     try:
         existed = podman.run("pod", "exists", pod).returncode == 0
         path = state_dir(pod) / "pod.yaml"

@@ -115,3 +115,20 @@ def test_detach_and_build_go_with_podman(capsys):
     assert main(["run", "-f", str(TINY), "--local", "--engine", "podman", "--build", "--image", "local/x:1",
                  "--dry-run"]) == 2
     assert "--build builds the preset image the pod names; --image names another" in capsys.readouterr().err
+
+
+def test_pull_secrets_become_one_docker_config(tmp_path):
+    workspace = yaml.safe_load(TINY.read_text())
+    workspace["metadata"]["namespace"] = "default"
+    workspace["inference"]["preset"]["presetOptions"] = {"imagePullSecrets": ["a", "missing", "b"]}
+    resolved = spec.resolve(workspace)
+    manifests = render.render(resolved.workspace, presets.get("tiny-llama"), resolved.fit, render.RenderSettings())
+    a = docker_secret("a", {"auths": {"r1.example.com": {"auth": "dTpw"}}})
+    b = docker_secret("b", {"auths": {"r2.example.com": {"auth": "dTpx"}}})
+    local = play.local_pod(manifests, 5077, objects=[a, b], root=tmp_path)
+    assert local.pull_auth == {"auths": {"r1.example.com": {"auth": "dTpw"}, "r2.example.com": {"auth": "dTpx"}}}
+    assert "imagePullSecrets" not in local.pod["spec"]  # podman is not given them: kaito run pulls with them
+    assert play.local_pod(manifests, 5077, root=tmp_path).pull_auth is None  # none given: pull without
+    b["data"] = {".dockerconfigjson": "bm90IGpzb24="}  # "not json"
+    with pytest.raises(CommandError, match='Secret "b" \\(imagePullSecrets\\): not a docker config'):
+        play.local_pod(manifests, 5077, objects=[a, b], root=tmp_path)
