@@ -53,9 +53,10 @@ class Step:
         return "+ " + shlex.join(httplog.redact(a) if "://" in a and "?" in a else a for a in self.argv)
 
 
-def volume_folders(pod: dict[str, Any], root: Path) -> dict[str, Path | None]:
-    """A host folder for each volume of the pod: hostPath in place, emptyDir under `root`; the memory /dev/shm is
-    the machine's own (None). Other volume sources are refused: only podman plays them."""
+def volume_folders(pod: dict[str, Any]) -> dict[str, Path | None]:
+    """A host folder for each volume of the pod: hostPath in place (`local_pod` made ConfigMaps, Secrets and
+    emptyDirs folders); the memory /dev/shm is the machine's own (None). Other volume sources are refused: only
+    podman plays them."""
     folders: dict[str, Path | None] = {}
     for volume in pod["spec"].get("volumes", []):
         name = volume["name"]
@@ -63,8 +64,6 @@ def volume_folders(pod: dict[str, Any], root: Path) -> dict[str, Path | None]:
             folders[name] = Path(volume["hostPath"]["path"])
         elif volume.get("emptyDir", {}).get("medium") == "Memory":
             folders[name] = None
-        elif "emptyDir" in volume:
-            folders[name] = root / name
         else:
             kind = next(k for k in volume if k != "name")
             raise CommandError(f"volume {name}: {kind} volumes are played only with --engine podman; "
@@ -114,23 +113,15 @@ def docker_step(container: dict[str, Any], folders: dict[str, Path | None], pod_
     return Step(container["name"], [*argv, "--entrypoint", command[0], container["image"], *command[1:]], {})
 
 
-def steps(local: play.LocalPod, engine: str, root: Path) -> tuple[list[Step], list[Step], dict[str, Path | None]]:
-    """(init steps, container steps, volume folders) of the pod for `engine` (docker or process)."""
-    folders = volume_folders(local.pod, root)
+def steps(local: play.LocalPod, engine: str) -> tuple[list[Step], list[Step]]:
+    """(init steps, container steps) of the pod for `engine` (docker or process)."""
+    folders = volume_folders(local.pod)
     spec = local.pod["spec"]
 
     def step(container):
         return process_step(container, folders) if engine == "process" else docker_step(container, folders, local.name)
 
-    return [step(c) for c in spec.get("initContainers", [])], [step(c) for c in spec["containers"]], folders
-
-
-def _prepare(local: play.LocalPod, folders: dict[str, Path | None], root: Path) -> None:
-    local.write()
-    for folder in folders.values():
-        if folder is not None and root in folder.parents:
-            folder.mkdir(parents=True, exist_ok=True)
-            folder.chmod(0o777)  # emptyDir is world-writable, as Kubernetes makes it (images run as non-root)
+    return [step(c) for c in spec.get("initContainers", [])], [step(c) for c in spec["containers"]]
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
@@ -224,8 +215,6 @@ def run(resolved: Resolved, *, engine: str | None = None, port: int = 5000, imag
     `objects` are the ConfigMaps and Secrets given with -f; `detach` (podman) returns once the pod serves;
     `build` builds the preset image first (podman)."""
     engine, out = engine or default_engine(), out or sys.stderr
-    if engine == "podman" and resolved.workspace.tuning is not None:
-        engine = "process"  # podman kube play of the tuning Job's pod: not yet (the Job's completion is not awaited)
     for flag, given in (("--detach", detach), ("--build", build)):
         if given and engine != "podman":
             raise CommandError(f"{flag} goes with --engine podman (an inference Workspace)")
@@ -249,7 +238,7 @@ def run(resolved: Resolved, *, engine: str | None = None, port: int = 5000, imag
                          out=out)
     if dry_run:
         root = Path(tempfile.gettempdir(), f"kaito-{resolved.workspace.name}-XXXXXXXX", "volumes")
-        init, containers, _ = steps(_local_pod(resolved, port, image, list(objects), root, reveal=False), engine, root)
+        init, containers = steps(_local_pod(resolved, port, image, list(objects), root, reveal=False), engine)
         for step in init + containers:
             print(step.shown(), file=out, flush=True)
         return 0
@@ -257,8 +246,8 @@ def run(resolved: Resolved, *, engine: str | None = None, port: int = 5000, imag
     code = 1
     try:
         local = _local_pod(resolved, port, image, list(objects), workdir / "volumes", reveal=True)
-        init, containers, folders = steps(local, engine, workdir / "volumes")
-        _prepare(local, folders, workdir / "volumes")
+        init, containers = steps(local, engine)
+        local.write()
         code = _run_steps(init, containers, local.port, out)
         return code
     except CommandError:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import json
 import os
 import re
@@ -38,7 +37,7 @@ from typing import Any
 import yaml
 
 from runtime.command import CommandError
-from runtime.kaito import INFERENCE_PORT, READY_PATH
+from runtime.kaito import INFERENCE_PORT, READY_PATH, RESULTS_DIR, TRAIN_LOG_FILE
 
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
 INIT_CONTAINER_TYPE = {"io.podman.annotations.init.container.type": "always"}
@@ -66,6 +65,12 @@ class LocalPod:
     """Where its server answers on 127.0.0.1 (None: no server, e.g. a tuning Job)."""
     pull_auth: dict[str, Any] | None = None
     """The registry credentials of its imagePullSecrets (a docker config), for pulling a missing image."""
+    empty_dirs: list[Path] = field(default_factory=list)
+    """Its emptyDir volumes, as folders (a kubelet's emptyDir is a folder on the node too)."""
+    results: Path | None = None
+    """The folder of its tuning results volume (/mnt/results), where the trainer logs its progress."""
+    backoff_limit: int | None = None
+    """A Job's: how many times a container may fail before the Job fails (None: not a Job)."""
 
     @property
     def name(self) -> str:
@@ -77,6 +82,9 @@ class LocalPod:
         return sorted({c["image"] for c in spec.get("initContainers", []) + spec["containers"]})
 
     def write(self) -> None:
+        for folder in self.empty_dirs:
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o777)  # world-writable, as Kubernetes makes an emptyDir (the images run as non-root)
         for folder, files in self.volumes.items():
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o755)  # the runtime images run as a non-root user, as the kubelet's volumes allow
@@ -108,8 +116,13 @@ def _missing(kind: str, name: str, where: str) -> CommandError:
 VOLUME_SOURCES = {"configMap": ("ConfigMap", "name"), "secret": ("Secret", "secretName")}
 
 
-def _project(volume: dict[str, Any], objects: dict[tuple[str, str], dict], root: Path, files: dict) -> dict:
-    """A ConfigMap or Secret volume as the kubelet fills it, as a hostPath folder under `root`; others as they are."""
+def _project(volume: dict[str, Any], objects: dict[tuple[str, str], dict], root: Path, files: dict,
+             empty_dirs: list[Path]) -> dict:
+    """A ConfigMap or Secret volume as the kubelet fills it, and an emptyDir, as a hostPath folder under `root`;
+    others (the memory /dev/shm, hostPath, claims) as they are."""
+    if "emptyDir" in volume and volume["emptyDir"].get("medium") != "Memory":
+        empty_dirs.append(root / volume["name"])
+        return {"name": volume["name"], "hostPath": {"path": str(root / volume["name"]), "type": "Directory"}}
     for source_key, (kind, name_key) in VOLUME_SOURCES.items():
         source = volume.get(source_key)
         if source is None:
@@ -180,7 +193,7 @@ def local_pod(manifests: list[dict[str, Any]], port: int, *, images: dict[str, s
     known = {(m["kind"], (m.get("metadata") or {}).get("name")): m
              for m in [*manifests, *objects] if m["kind"] in OBJECT_KINDS}
     workload = workloads[0]
-    template = copy.deepcopy(workload["spec"]["template"])
+    template = json.loads(json.dumps(workload["spec"]["template"]))  # a copy that shares nothing: no YAML aliases
     spec = template["spec"]
     pull_auth = _pull_auth(spec.pop("imagePullSecrets", []), known)
     for key in ("affinity", "tolerations"):
@@ -189,7 +202,11 @@ def local_pod(manifests: list[dict[str, Any]], port: int, *, images: dict[str, s
     if spec.get("restartPolicy", "Always") == "Always":
         spec["restartPolicy"] = "OnFailure"
     volumes: dict[Path, dict[str, tuple[bytes, int]]] = {}
-    spec["volumes"] = [_project(v, known, root, volumes) for v in spec.get("volumes", [])]
+    empty_dirs: list[Path] = []
+    spec["volumes"] = [_project(v, known, root, volumes, empty_dirs) for v in spec.get("volumes", [])]
+    folders = {v["name"]: Path(v["hostPath"]["path"]) for v in spec["volumes"] if "hostPath" in v}
+    results = next((folders.get(m["name"]) for c in spec["containers"] for m in c.get("volumeMounts", [])
+                    if m["mountPath"] == RESULTS_DIR), None)
     serves = None
     for container in spec.get("initContainers", []) + spec["containers"]:
         container["image"] = (images or {}).get(container["image"], container["image"])
@@ -203,7 +220,8 @@ def local_pod(manifests: list[dict[str, Any]], port: int, *, images: dict[str, s
            "metadata": {"name": workload["metadata"]["name"], "labels": template.get("metadata", {}).get("labels", {}),
                         "annotations": INIT_CONTAINER_TYPE},
            "spec": spec}
-    return LocalPod(pod, volumes, serves, pull_auth)
+    backoff_limit = workload["spec"].get("backoffLimit", 6) if workload["kind"] == "Job" else None
+    return LocalPod(pod, volumes, serves, pull_auth, empty_dirs, results, backoff_limit)
 
 
 def _pull_auth(secrets: list[dict[str, str]], known: dict[tuple[str, str], dict]) -> dict[str, Any] | None:
@@ -283,6 +301,24 @@ def _containers(podman: Podman, pod: str) -> list[dict[str, Any]]:
     return [c for c in json.loads(done.stdout or "[]") if not c.get("IsInfra")]
 
 
+@dataclass
+class _State:
+    name: str
+    status: str
+    exit_code: int
+    restarts: int
+
+
+def _states(podman: Podman, pod: str) -> list[_State]:
+    """The pod's containers (not its infra container) with their restart counts."""
+    ids = [c["Id"] for c in _containers(podman, pod)]
+    if not ids:
+        return []
+    done = podman.run("inspect", "--type", "container", "--format", "json", *ids)
+    return [_State(c["Name"].removeprefix(f"{pod}-"), c["State"]["Status"], c["State"]["ExitCode"],
+                   c.get("RestartCount", 0)) for c in json.loads(done.stdout or "[]")]
+
+
 def _last_lines(podman: Podman, container: str) -> tuple[str, str]:
     """(name, last log lines) of a container; its log spans its restarts."""
     name = podman.run("inspect", "--format", "{{.Name}}", container).stdout.strip() or container
@@ -350,26 +386,85 @@ def down(pod: str, storage_flags: list[str], out=None) -> int:
         podman.close()
 
 
-def _short(container: dict[str, Any], pod: str) -> str:
-    name = container["Names"][0] if isinstance(container.get("Names"), list) else container.get("Names", "")
-    return name.removeprefix(f"{pod}-")
-
-
 class _Progress:
-    """Prints each container's state when it changes (created, running, exited (code)), as `kubectl get -w`."""
+    """Prints each container's state when it changes (created, running, exited (code), its restarts), as
+    `kubectl get pods -w` does."""
 
     def __init__(self, podman: Podman, pod: str, out):
         self.podman, self.pod, self.out, self.seen = podman, pod, out, {}
 
     def show(self) -> None:
-        for container in _containers(self.podman, self.pod):
-            state = container.get("State", "?")
-            if state == "exited":
-                state += f" ({container.get('ExitCode', '?')})"
-            name = _short(container, self.pod)
-            if self.seen.get(name) != state:
-                print(f"  {name}: {state}", file=self.out, flush=True)
-                self.seen[name] = state
+        for container in _states(self.podman, self.pod):
+            state = container.status + (f" ({container.exit_code})" if container.status == "exited" else "")
+            if container.restarts:
+                state += f", restarted {container.restarts}x"
+            if self.seen.get(container.name) != state:
+                print(f"  {container.name}: {state}", file=self.out, flush=True)
+                self.seen[container.name] = state
+
+
+class _TrainingLog:
+    """Prints the trainer's events from its log in the results folder as they come: start, steps and loss,
+    checkpoints, a resume, the end."""
+
+    def __init__(self, results: Path | None, out):
+        self.path, self.out, self.offset = (results / TRAIN_LOG_FILE if results else None), out, 0
+
+    def show(self) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        with self.path.open() as f:
+            f.seek(self.offset)
+            lines = f.readlines()
+            if lines and not lines[-1].endswith("\n"):  # still being written: read it next time
+                lines.pop()
+            self.offset += sum(len(line.encode()) for line in lines)
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            shown = _training_event(event)
+            if shown:
+                print(f"  trainer: {shown}", file=self.out, flush=True)
+
+
+def _training_event(event: dict[str, Any]) -> str | None:
+    kind, step = event.get("event"), event.get("step")
+    if kind == "train_begin":
+        return f"training, step {step} of {event.get('total')}"
+    if kind == "log" and "loss" in event:
+        return f"step {step}, loss {event['loss']:.4f}"
+    if kind == "checkpoint":
+        return f"checkpoint at step {step}"
+    if kind == "resume":
+        return f"resuming from {Path(str(event.get('checkpoint'))).name}"
+    if kind == "completed":
+        return f"completed at step {step}"
+    return None
+
+
+def _await_job(podman: Podman, local: LocalPod, progress: _Progress, out) -> int:
+    """Until every container of the Job's pod has ended well (0), or one has failed more than the Job's
+    backoffLimit allows (1, with its last lines). A failed container is restarted meanwhile (OnFailure)."""
+    training = _TrainingLog(local.results, out)
+    names = {c["name"] for c in local.pod["spec"]["containers"]}
+    while True:
+        progress.show()
+        training.show()
+        states = [s for s in _states(podman, local.name) if s.name in names]
+        if len(states) == len(names) and all(s.status == "exited" and s.exit_code == 0 for s in states):
+            print(f"{local.name} succeeded", file=out, flush=True)
+            return 0
+        for state in states:
+            # Under OnFailure a container is restarted only after it failed; podman restarts it at once (a kubelet
+            # backs off), so its count of restarts, not a state seen between two of them, says how often.
+            if state.restarts >= local.backoff_limit:
+                name, logs = _last_lines(podman, f"{local.name}-{state.name}")
+                print(f"container {name} failed {state.restarts} times (the Job's backoffLimit); its last lines:"
+                      f"\n{logs}", file=out, flush=True)
+                return 1
+        time.sleep(1)
 
 
 def _report_failure(podman: Podman, pod: str, detail: str, out) -> int:
@@ -389,7 +484,7 @@ def _play(local: LocalPod, port: int, storage_flags: list[str], detach: bool, ti
     workdir = state_dir(local.name)
     path = workdir / "pod.yaml"
     player: subprocess.Popen | None = None
-    played = keep = False
+    played = keep = keep_folder = False
     try:
         for ref in [ref for ref in local.images if not podman.image_exists(ref)]:
             print(f"pulling {ref}", file=out, flush=True)
@@ -412,6 +507,15 @@ def _play(local: LocalPod, port: int, storage_flags: list[str], detach: bool, ti
             time.sleep(0.5)
         if player.returncode != 0:
             return _report_failure(podman, local.name, player.communicate()[1], out)
+        if local.port is None:  # a Job's pod: until it ends
+            print("started; waiting for its containers to end", file=out, flush=True)
+            code = _await_job(podman, local, progress, out)
+            keep_folder = code != 0 and local.results is not None
+            if keep_folder:
+                print(f"kept {local.results} (what the trainer wrote: the adapter once complete, its checkpoints); "
+                      f"`kaito adapter push {local.results} <image>` pushes it again; `kaito down` removes it",
+                      file=out, flush=True)
+            return code
         print(f"started; waiting for http://{LOCAL_HOST}:{port}{READY_PATH} (the model loads)", file=out, flush=True)
         deadline = time.monotonic() + timeout_s
         while not is_ready(port):
@@ -435,5 +539,6 @@ def _play(local: LocalPod, port: int, storage_flags: list[str], detach: bool, ti
         if played and not keep:
             if path.exists():
                 podman.run("kube", "down", str(path))
-            shutil.rmtree(workdir, ignore_errors=True)
+            if not keep_folder:
+                shutil.rmtree(workdir, ignore_errors=True)
         podman.close()

@@ -36,6 +36,8 @@ INFERENCE_CONFIG_KEY = "inference_config.yaml"
 TRAINING_CONFIG_KEY = "training_config.yaml"
 INFERENCE_CONFIG_PATH = f"{CONFIG_DIR}/{INFERENCE_CONFIG_KEY}"
 TRAINING_CONFIG_PATH = f"{CONFIG_DIR}/{TRAINING_CONFIG_KEY}"
+TRAIN_LOG_FILE = "train_log.jsonl"
+"""The trainer's events, one JSON object a line, in the results folder (and on its stdout): progress, resumes."""
 SENTINEL = "fine_tuning_completed.txt"
 """Written into the results folder last, once the adapter is complete; the pusher sidecar waits for it."""
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")

@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runtime.kaito import TRAIN_LOG_FILE
+
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
-# Written last, when the adapter is complete: Kaito's pusher sidecar (`kaito adapter push --wait-for`) waits for it.
-LOG_FILE = "train_log.jsonl"
+LOG_FILE = TRAIN_LOG_FILE
 
 
 class EventLog:

@@ -143,7 +143,7 @@ def test_run_local_dry_run_prints_the_pod_commands(tmp_path, capsys):
     assert "/volumes/config-volume/inference_config.yaml" in err and "/mnt/" not in err
     secret = tmp_path / "secret.yaml"
     secret.write_text(yaml.safe_dump(PUSH_SECRET))
-    assert main(["run", "-f", str(TUNING), "-f", str(secret), "--local", "--dry-run"]) == 0
+    assert main(["run", "-f", str(TUNING), "-f", str(secret), "--local", "--engine", "process", "--dry-run"]) == 0
     steps = [line for line in capsys.readouterr().err.splitlines() if line.startswith("+ ")]
     assert " -m runtime.cli data fetch --to " in steps[0] and "train-00000-of-00001" in steps[0]
     assert "?download=true" not in steps[0]  # printed without the query: it may hold a SAS token

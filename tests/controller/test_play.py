@@ -132,3 +132,31 @@ def test_pull_secrets_become_one_docker_config(tmp_path):
     b["data"] = {".dockerconfigjson": "bm90IGpzb24="}  # "not json"
     with pytest.raises(CommandError, match='Secret "b" \\(imagePullSecrets\\): not a docker config'):
         play.local_pod(manifests, 5077, objects=[a, b], root=tmp_path)
+
+
+def test_a_tuning_jobs_pod_keeps_its_restart_policy_and_results_folder(tmp_path):
+    workspace = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
+                 "metadata": {"name": "tune-tiny", "namespace": "default"},
+                 "resource": {"labelSelector": {"matchLabels": {"apps": "tune-tiny"}}},
+                 "tuning": {"preset": {"name": "tiny-llama"}, "method": "qlora",
+                            "input": {"urls": ["http://127.0.0.1:8000/train.parquet?download=true"]},
+                            "output": {"image": "127.0.0.1:5000/adapters/tiny:1", "imagePushSecret": "push"}}}
+    resolved = spec.resolve(workspace)
+    manifests = render.render(resolved.workspace, resolved.preset, resolved.fit, render.RenderSettings())
+    local = play.local_pod(manifests, 5077, objects=[docker_secret("push", {"auths": {}})], root=tmp_path)
+    assert local.port is None and local.backoff_limit == render.TUNING_BACKOFF_LIMIT  # a Job: awaited to its end
+    assert local.pod["spec"]["restartPolicy"] == "OnFailure"  # as rendered: a killed trainer restarts and resumes
+    assert local.results == tmp_path / "results-volume" and local.results in local.empty_dirs
+    local.write()
+    assert local.results.stat().st_mode & 0o777 == 0o777  # an emptyDir is world-writable; the images run as non-root
+    trainer = next(c for c in local.pod["spec"]["containers"] if c["name"] == render.TRAINER_CONTAINER)
+    assert trainer["command"][:2] == ["kaito", "tune"] and "KAITO_HOST" not in str(trainer.get("env"))
+
+
+def test_the_trainers_events_read_as_progress():
+    shown = [play._training_event(e) for e in [
+        {"event": "train_begin", "step": 0, "total": 80}, {"event": "log", "step": 10, "loss": 1.23456},
+        {"event": "checkpoint", "step": 50}, {"event": "resume", "checkpoint": "/mnt/results/checkpoints/checkpoint-50"},
+        {"event": "completed", "step": 80}, {"event": "data", "rows": 80}]]
+    assert shown == ["training, step 0 of 80", "step 10, loss 1.2346", "checkpoint at step 50",
+                     "resuming from checkpoint-50", "completed at step 80", None]

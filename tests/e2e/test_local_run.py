@@ -8,88 +8,20 @@ on loopback with htpasswd auth (Debian's docker-registry) that the adapter-pull 
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 import presets
 from runtime.controller import render
 from runtime.controller.play import state_dir
-from runtime.images import base, build, context
-from runtime.images.builders import Builder, BuilderOptions
-from tests.registry import registry_fixture
+from tests.e2e.helpers import EXAMPLE, kaito, kaito_run, pod_left, podman_objects, pull_secret, until_ready, workspace
 from tests.support import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "local" / "kaito_workspace_tiny_llama.yaml"
-TOOLS = ("buildah", "podman", "catatonit", "debootstrap", "runc")
-
-secured_registry = registry_fixture(auth="htpasswd")
-
-
-@pytest.fixture(scope="module")
-def storage() -> BuilderOptions:
-    """The tiny preset image, under its default name, in a private overlay storage (built once, then cached)."""
-    from runtime.models import cache_dir
-
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing or os.geteuid() != 0:
-        pytest.skip(f"needs root and {', '.join(TOOLS)} (missing: {', '.join(missing) or 'root'})")
-    options = BuilderOptions(root=cache_dir() / "images" / "storage-overlay", storage_driver="overlay",
-                             isolation="chroot")
-    builder = Builder("buildah", shutil.which("buildah"), options)
-    image = render.preset_image(presets.get("tiny-llama"), render.RenderSettings())  # what the pod references
-    if subprocess.run(["podman", *options.storage_flags(), "image", "exists", image]).returncode != 0:
-        build.build_preset_image(presets.get("tiny-llama"), builder,
-                                 context.ContextOptions(base_image=base.ensure_base_image(builder)))
-    return options
-
-
-def kaito(storage: BuilderOptions, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """The `kaito` CLI as a user runs it (podman is the default engine where installed), on the tier's storage."""
-    env = {**os.environ, "KAITO_BUILDER_ROOT": str(storage.root), "KAITO_STORAGE_DRIVER": storage.storage_driver,
-           "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def kaito_run(storage: BuilderOptions, port: int, *files: Path) -> subprocess.Popen:
-    given = [arg for path in files or (EXAMPLE,) for arg in ("-f", str(path))]
-    return kaito(storage, "run", *given, "--local", "--port", str(port))
-
-
-def until_ready(proc: subprocess.Popen, url: str) -> list[str]:
-    """`kaito run`'s lines up to its 'ready:' line (it polls the readiness probe itself), as a user waits."""
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith(f"ready: {url}"):
-            return lines
-    pytest.fail("kaito run ended before it was ready:\n" + "".join(lines)[-3000:])
-
-
-def pod_left(storage: BuilderOptions) -> bool:
-    """The pod, or its folder of ConfigMap and Secret files, is still there."""
-    exists = subprocess.run(["podman", *storage.storage_flags(), "pod", "exists", "workspace-tiny-llama"])
-    return exists.returncode == 0 or state_dir("workspace-tiny-llama").exists()
-
-
-def podman_objects(storage: BuilderOptions) -> dict[str, list[str]]:
-    flags = storage.storage_flags()
-    return {kind: subprocess.run(["podman", *flags, kind, *args], capture_output=True, text=True).stdout.split()
-            for kind, args in {"pod": ["ps", "-q"], "container": ["ps", "-aq"], "volume": ["ls", "-q"]}.items()}
-
 
 def test_an_example_workspace_plays_detached_serves_and_goes_down(storage):
     before = podman_objects(storage)
@@ -142,26 +74,6 @@ def adapter_image(secured_registry, france_adapter) -> str:
     ref = secured_registry.ref("adapters/france", "v1")
     oci.push_adapter(france_adapter, ref, auth=(secured_registry.username, secured_registry.password))
     return ref
-
-
-def pull_secret(tmp_path: Path, registry, password: str) -> Path:
-    """The kubernetes.io/dockerconfigjson Secret `registry-creds` (what `kubectl create secret docker-registry`
-    writes) holding `password` for `registry`."""
-    auth = base64.b64encode(f"{registry.username}:{password}".encode()).decode()
-    config = json.dumps({"auths": {registry.host: {"auth": auth}}})
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry-creds"},
-              "type": "kubernetes.io/dockerconfigjson",
-              "data": {".dockerconfigjson": base64.b64encode(config.encode()).decode()}}
-    (tmp_path / "secret.yaml").write_text(yaml.safe_dump(secret))
-    return tmp_path / "secret.yaml"
-
-
-def workspace(tmp_path: Path, **inference) -> Path:
-    """The tiny example with more `inference` fields."""
-    ws = yaml.safe_load(EXAMPLE.read_text())
-    ws["inference"].update(inference)
-    (tmp_path / "workspace.yaml").write_text(yaml.safe_dump(ws))
-    return tmp_path / "workspace.yaml"
 
 
 def workspace_with_adapter(tmp_path: Path, adapter: str, registry, password: str) -> tuple[Path, Path]:
