@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from runtime.command import CommandError
+from runtime.controller.render import TRAINER_CONTAINER
 from runtime.kaito import INFERENCE_PORT, READY_PATH, RESULTS_DIR, TRAIN_LOG_FILE
 
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
@@ -454,6 +455,10 @@ def _await_job(podman: Podman, local: LocalPod, progress: _Progress, out) -> int
         training.show()
         states = [s for s in _states(podman, local.name) if s.name in names]
         if len(states) == len(names) and all(s.status == "exited" and s.exit_code == 0 for s in states):
+            for state in states:  # what the sidecars said last (the pusher: the image and its digest)
+                last = _last_lines(podman, f"{local.name}-{state.name}")[1].splitlines()[-1:]
+                if last and state.name != TRAINER_CONTAINER:  # the trainer's progress is shown above
+                    print(f"  {state.name}: {last[0]}", file=out, flush=True)
             print(f"{local.name} succeeded", file=out, flush=True)
             return 0
         for state in states:

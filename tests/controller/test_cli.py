@@ -21,6 +21,7 @@ import yaml
 from runtime.cli import main
 from runtime.controller import cli as controller_cli
 from runtime.controller import kube
+from tests.controller.examples import workspace_examples
 from tests.controller.strict import validate_strict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,8 +227,8 @@ def test_crd_serves_both_versions_and_accepts_every_example():
     assert columns == ["Instance", "ResourceReady", "InferenceReady", "JobStarted", "WorkspaceSucceeded",
                        "WorkspaceReady", "State", "Age"]
     schema = versions["v1beta1"]["schema"]["openAPIV3Schema"]
-    for path in sorted(EXAMPLES.rglob("*.yaml")):
-        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    for _, workspace in workspace_examples():
+        jsonschema.validate(workspace, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "resource": {"count": 0,
                              "labelSelector": {}}}, schema)

@@ -18,6 +18,7 @@ import yaml
 
 import presets
 from runtime.controller import render, spec
+from tests.controller.examples import workspace_examples
 from tests.controller.strict import validate_strict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,8 +81,7 @@ def preset_cases() -> dict[str, dict]:
 
 def example_cases() -> dict[str, dict]:
     cases = {}
-    for path in sorted(EXAMPLES.rglob("*.yaml")):
-        obj = yaml.safe_load(path.read_text())
+    for path, obj in workspace_examples():
         section = obj.get("tuning") or obj.get("inference")
         if section["preset"]["name"] in presets.names():
             obj["metadata"].update(uid=UID, namespace="default")

@@ -6,9 +6,9 @@ import copy
 from pathlib import Path
 
 import pytest
-import yaml
 
 from runtime.controller import spec
+from tests.controller.examples import workspace_examples
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -173,6 +173,6 @@ def test_tuning_runs_on_one_node():
     assert "resource.count" in problems_of(with_changes(TUNING, resource__count=2))
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("*.yaml")), ids=lambda p: p.name)
-def test_examples_are_valid(path):
-    spec.resolve(yaml.safe_load(path.read_text()))
+@pytest.mark.parametrize("example", workspace_examples(), ids=lambda e: e[0].name)
+def test_examples_are_valid(example):
+    spec.resolve(example[1])
