@@ -144,6 +144,11 @@ def _raise_stopped(signum, frame):
     raise _Stopped
 
 
+def _exit_code(returncode: int) -> int:
+    """A shell's and a container's way of saying a signal ended it: 128 + its number (SIGKILL: 137)."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
 def _execute(init: list[Step], containers: list[Step], port: int | None, out) -> int:
     """Init steps in order, then the containers together until all end (or one fails); a server's readiness on
     `port` is announced once."""
@@ -154,8 +159,9 @@ def _execute(init: list[Step], containers: list[Step], port: int | None, out) ->
             print(step.shown(), file=out, flush=True)
             procs = [subprocess.Popen(step.argv, env={**base, **step.env})]
             if procs[0].wait() != 0:
-                print(f"init container {step.container} failed (exit {procs[0].returncode})", file=out, flush=True)
-                return procs[0].returncode
+                code = _exit_code(procs[0].returncode)
+                print(f"init container {step.container} failed (exit {code})", file=out, flush=True)
+                return code
         procs = []
         for step in containers:
             print(step.shown(), file=out, flush=True)
@@ -169,8 +175,8 @@ def _execute(init: list[Step], containers: list[Step], port: int | None, out) ->
             failed = next((c for c in codes if c not in (None, 0)), None)
             if failed is not None:
                 name = containers[codes.index(failed)].container
-                print(f"container {name} failed (exit {failed})", file=out, flush=True)
-                return failed
+                print(f"container {name} failed (exit {_exit_code(failed)})", file=out, flush=True)
+                return _exit_code(failed)
             if all(c == 0 for c in codes):
                 return 0
             time.sleep(0.5)

@@ -455,6 +455,8 @@ def _await_job(podman: Podman, local: LocalPod, progress: _Progress, out) -> int
         training.show()
         states = [s for s in _states(podman, local.name) if s.name in names]
         if len(states) == len(names) and all(s.status == "exited" and s.exit_code == 0 for s in states):
+            progress.show()  # the states that ended it, seen after the last look above (found by CI)
+            training.show()
             for state in states:  # what the sidecars said last (the pusher: the image and its digest)
                 last = _last_lines(podman, f"{local.name}-{state.name}")[1].splitlines()[-1:]
                 if last and state.name != TRAINER_CONTAINER:  # the trainer's progress is shown above
