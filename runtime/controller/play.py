@@ -457,8 +457,9 @@ def _await_job(podman: Podman, local: LocalPod, progress: _Progress, out) -> int
         if len(states) == len(names) and all(s.status == "exited" and s.exit_code == 0 for s in states):
             progress.show()  # the states that ended it, seen after the last look above (found by CI)
             training.show()
-            for state in states:  # what the sidecars said last (the pusher: the image and its digest)
-                last = _last_lines(podman, f"{local.name}-{state.name}")[1].splitlines()[-1:]
+            for state in states:  # what the sidecars printed last (the pusher: the image and its digest)
+                logs = podman.run("logs", "--tail", "5", f"{local.name}-{state.name}")
+                last = (logs.stdout.strip() or logs.stderr.strip()).splitlines()[-1:]  # stdout: their result
                 if last and state.name != TRAINER_CONTAINER:  # the trainer's progress is shown above
                     print(f"  {state.name}: {last[0]}", file=out, flush=True)
             print(f"{local.name} succeeded", file=out, flush=True)

@@ -104,7 +104,7 @@ def test_the_seed_tuning_flow_trains_resumes_pushes_and_serves(storage, secured_
     assert checkpoint == "checkpoint-50"
     assert "  trainer: resuming from checkpoint-" in output  # the pod restarted it, and it went on from there
     assert "  pusher: exited (0)" in output and f"{NAME} succeeded" in output
-    assert f"pushed {image}@sha256:" in output  # the pusher's last line
+    assert f"  pusher: {image}@sha256:" in output  # what the pusher printed: the image and its digest
     assert secured_registry.password not in output
     assert not pod_left(storage, NAME)
     inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--creds", secured_registry.creds,
