@@ -32,8 +32,6 @@ from runtime.controller import play, render
 from runtime.controller.spec import Resolved
 from runtime.kaito import RESULTS_DIR
 
-ENGINES = ("podman", "docker", "process")
-
 
 def default_engine() -> str:
     """podman where it is installed (the pod as the cluster runs it), else this Python environment."""
@@ -136,14 +134,6 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             proc.wait()
 
 
-class _Stopped(Exception):
-    """SIGTERM or Ctrl-C: stop the steps that run."""
-
-
-def _raise_stopped(signum, frame):
-    raise _Stopped
-
-
 def _exit_code(returncode: int) -> int:
     """A shell's and a container's way of saying a signal ended it: 128 + its number (SIGKILL: 137)."""
     return returncode if returncode >= 0 else 128 - returncode
@@ -180,7 +170,7 @@ def _execute(init: list[Step], containers: list[Step], port: int | None, out) ->
             if all(c == 0 for c in codes):
                 return 0
             time.sleep(0.5)
-    except (_Stopped, KeyboardInterrupt):
+    except (play.Stopped, KeyboardInterrupt):
         return 130
     finally:
         _stop(procs)
@@ -277,7 +267,7 @@ def down(resolved: Resolved, out=None) -> int:
 
 def _run_steps(init: list[Step], containers: list[Step], port: int | None, out) -> int:
     """`_execute` with SIGTERM stopping the steps as Ctrl-C does."""
-    previous = signal.signal(signal.SIGTERM, _raise_stopped) \
+    previous = signal.signal(signal.SIGTERM, play.raise_stopped) \
         if threading.current_thread() is threading.main_thread() else None
     try:
         return _execute(init, containers, port, out)

@@ -339,12 +339,12 @@ def _failed(podman: Podman, pod: str) -> tuple[str, str] | None:
 FAILED_INIT = re.compile(r"init container ([0-9a-f]{12,64}) exited with code")
 
 
-class _Stopped(Exception):
-    """SIGTERM arrived: stop as Ctrl-C does, through the cleanup."""
+class Stopped(Exception):
+    """SIGTERM arrived: stop as Ctrl-C does, through the cleanup (local.py's engines use it too)."""
 
 
-def _raise_stopped(signum, frame):
-    raise _Stopped
+def raise_stopped(signum, frame):
+    raise Stopped
 
 
 def state_dir(pod: str) -> Path:
@@ -359,10 +359,10 @@ def play(local: LocalPod, *, port: int, storage_flags: list[str], detach: bool =
     exits 0, Ctrl-C 130). `detach`: return once it serves, leaving it to `down`."""
     import signal
 
-    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    previous = signal.signal(signal.SIGTERM, raise_stopped)
     try:
         return _play(local, port, storage_flags, detach, timeout_s, out or sys.stderr)
-    except _Stopped:
+    except Stopped:
         return 0
     except KeyboardInterrupt:
         return 130
