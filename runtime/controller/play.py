@@ -327,6 +327,36 @@ def _last_lines(podman: Podman, container: str) -> tuple[str, str]:
     return name, (logs.stdout + logs.stderr).strip()
 
 
+def stdout_lines(records: list[str]) -> list[str]:
+    """The stdout lines of a k8s-file container log ("<time> <stream> <F|P> <text>" records; P: a partial
+    line, continued by the next record of the same stream)."""
+    lines, partial = [], ""
+    for record in records:
+        fields = record.split(" ", 3)
+        if len(fields) < 3 or fields[1] != "stdout":
+            continue
+        partial += fields[3] if len(fields) == 4 else ""
+        if fields[2] != "P":
+            lines.append(partial)
+            partial = ""
+    return lines
+
+
+def _last_stdout_line(podman: Podman, container: str) -> str | None:
+    """The last line a container wrote on stdout (a command's result; its log lines go to stderr).
+
+    Read from its k8s-file log, whose records name their stream: `podman logs` (4.3) glues a partial stderr
+    record onto the next stdout line (found by CI: the pusher's log line and its result printed as one line).
+    Other log drivers fall back to `podman logs`."""
+    path = podman.run("inspect", "--format", "{{.HostConfig.LogConfig.Path}}", container).stdout.strip()
+    try:
+        lines = stdout_lines(Path(path).read_text(errors="replace").splitlines())
+    except OSError:  # no such file: another log driver
+        lines = podman.run("logs", "--tail", "5", container).stdout.splitlines()
+    lines = [line.strip() for line in lines if line.strip()]
+    return lines[-1] if lines else None
+
+
 def _failed(podman: Podman, pod: str) -> tuple[str, str] | None:
     """(container, last log lines) of a container of `pod` that exited non-zero, if any."""
     for container in _containers(podman, pod):
@@ -458,10 +488,9 @@ def _await_job(podman: Podman, local: LocalPod, progress: _Progress, out) -> int
             progress.show()  # the states that ended it, seen after the last look above (found by CI)
             training.show()
             for state in states:  # what the sidecars printed last (the pusher: the image and its digest)
-                logs = podman.run("logs", "--tail", "5", f"{local.name}-{state.name}")
-                last = (logs.stdout.strip() or logs.stderr.strip()).splitlines()[-1:]  # stdout: their result
+                last = _last_stdout_line(podman, f"{local.name}-{state.name}")
                 if last and state.name != TRAINER_CONTAINER:  # the trainer's progress is shown above
-                    print(f"  {state.name}: {last[0]}", file=out, flush=True)
+                    print(f"  {state.name}: {last}", file=out, flush=True)
             print(f"{local.name} succeeded", file=out, flush=True)
             return 0
         for state in states:

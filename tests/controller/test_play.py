@@ -160,3 +160,16 @@ def test_the_trainers_events_read_as_progress():
         {"event": "completed", "step": 80}, {"event": "data", "rows": 80}]]
     assert shown == ["training, step 0 of 80", "step 10, loss 1.2346", "checkpoint at step 50",
                      "resuming from checkpoint-50", "completed at step 80", None]
+
+
+def test_a_containers_result_is_its_last_stdout_line_even_after_a_partial_stderr_record():
+    # What CI saw in the pusher's log: its log line cut as partial, then its result on stdout. `podman logs`
+    # printed the two as one line; the stream of each record keeps them apart.
+    records = [
+        "2026-12-05T17:31:03.427+00:00 stderr P 2026-12-05 17:31:03,427 INFO runtime.adapters.oci: pushed r/a:1@sha256:df",
+        "2026-12-05T17:31:03.428+00:00 stdout P r/a:1@sha256:",
+        "2026-12-05T17:31:03.428+00:00 stdout F df4a",
+        "2026-12-05T17:31:03.429+00:00 stderr F ",
+    ]
+    assert play.stdout_lines(records) == ["r/a:1@sha256:df4a"]
+    assert play.stdout_lines(["2026-12-05T17:31:03.428+00:00 stdout F "]) == [""]
