@@ -19,6 +19,7 @@ from runtime.inference.api.system import system_router
 from runtime.inference.auth import ApiKeyMiddleware, JsonBodyMiddleware
 from runtime.inference.backends.base import Backend
 from runtime.inference.errors import install_error_handlers
+from runtime.inference.limits import BodyLimitMiddleware
 from runtime.inference.metrics import HttpMetricsMiddleware, ServerMetrics
 from runtime.inference.serving import Serving
 from runtime.inference.settings import ServerSettings
@@ -101,6 +102,7 @@ def build_app(settings: ServerSettings, backend: Backend | None = None,
     key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(ValidUnicodeMiddleware)  # innermost: it sees the JSON content type JsonBody sets
     app.add_middleware(JsonBodyMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(ApiKeyMiddleware, api_key=key)
     app.add_middleware(HttpMetricsMiddleware, metrics=serving.metrics)
     return app

@@ -32,6 +32,7 @@ FLAGS = (
     ("--adapter-combination", "adapter_combination", str, "svd|cat|linear: how adapters are combined (Kaito: svd)"),
     ("--pipeline", "pipeline", str, "Kaito /chat mode: text-generation (prompt) or conversational (messages)"),
     ("--torch-threads", "torch_threads", int, "torch threads on CPU"),
+    ("--max-request-body-bytes", "max_request_body_bytes", int, "larger request bodies get 413 (default 4 MiB)"),
 )
 
 

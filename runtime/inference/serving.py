@@ -17,6 +17,7 @@ from fastapi import Request
 from runtime.inference.admission import Admission
 from runtime.inference.backends.base import Backend, Delta, GenerationRequest, SamplingParams
 from runtime.inference.errors import APIError, BadRequest
+from runtime.inference.limits import check_prompt_chars
 from runtime.inference.metrics import ServerMetrics
 
 
@@ -51,6 +52,24 @@ class Serving:
         self.metrics = metrics
         self.admission = admission
         self.default_max_tokens = default_max_tokens
+
+    async def encode_prompt(self, text: str, param: str, truncated: bool = False) -> list[int]:
+        """`text`'s tokens, tokenized in a worker thread (a big prompt takes seconds: the event loop, and with it
+        /health and every other client, must not wait); refused first by its length in characters when it cannot
+        fit the context, unless the caller keeps only its end (`truncated`, Kaito's handle_long_generation)."""
+        if not truncated:
+            check_prompt_chars(len(text), self.backend.max_model_len, self.backend.max_token_chars, param)
+        return await asyncio.to_thread(self.backend.encode_prompt, text)
+
+    async def encode_chat(self, messages: list[dict], param: str = "messages") -> list[int]:
+        """The chat template applied and tokenized in a worker thread, after the same check on the messages' text
+        (their tokens alone must fit the context)."""
+        chars = sum(len(m.get("content") or "") for m in messages)
+        check_prompt_chars(chars, self.backend.max_model_len, self.backend.max_token_chars, param)
+        return await asyncio.to_thread(self.backend.encode_chat, messages)
+
+    async def decode(self, token_ids: Sequence[int], clean_up_tokenization_spaces: bool = False) -> str:
+        return await asyncio.to_thread(self.backend.decode, token_ids, clean_up_tokenization_spaces)
 
     def token_budget(self, prompt_len: int, max_tokens: int | None, prompt_param: str,
                      max_tokens_param: str = "max_tokens", default: int | None = None) -> int:

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PRESET = "smollm2-135m-instruct"
 
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+"""A few MB: a full 128k-token context of text in JSON is about 0.5-1 MB (TGI's payload limit is 2 MB)."""
+
 ENV_PREFIX = "KAITO_"
 API_KEY_ENV_ALIASES = ("API_KEY", "VLLM_API_KEY")
 
@@ -88,6 +91,10 @@ class ServerSettings(BaseModel):
         "text-generation", description="Kaito's /chat mode: which field a request must carry (prompt or messages)."
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with 429.")
+    max_request_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES, ge=1024, description="Largest request body accepted; a larger one gets 413 before "
+        "it is read."
+    )
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -84,10 +84,11 @@ class ValidUnicodeMiddleware:
         replayed = False
 
         async def replay():
-            nonlocal replayed
-            if not replayed:
+            nonlocal replayed, body
+            if not replayed:  # hand the body over and drop our reference: the app alone decides how long it lives
                 replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
+                message, body = {"type": "http.request", "body": body, "more_body": False}, b""
+                return message
             return await receive()  # later calls see the client's disconnect
 
         await self.app(scope, replay, send)

@@ -208,6 +208,9 @@ class VllmEngine:
         self.default_model = served_name
         self.max_model_len = int(engine_client.model_config.max_model_len)
         self.tokenizer = engine_client.get_tokenizer()
+        from runtime.inference.limits import longest_token_chars
+
+        self.max_token_chars = longest_token_chars(self.tokenizer)
         self.chat_template = chat_template
 
     # -- models --

@@ -20,6 +20,7 @@ from prometheus_client import generate_latest
 from runtime.inference.admission import AdmissionMiddleware
 from runtime.inference.app import build_serving
 from runtime.inference.errors import install_error_handlers
+from runtime.inference.limits import BodyLimitMiddleware
 from runtime.inference.metrics import HttpMetricsMiddleware, ServerMetrics
 from runtime.inference.settings import ServerSettings
 from runtime.inference.unicode_check import ValidUnicodeMiddleware
@@ -97,5 +98,6 @@ def attach(app: FastAPI, backend, settings: ServerSettings, max_num_seqs: int, e
     # Kaito's documented `curl -d '{...}' /chat` sends a form content type; only /chat reads it as JSON (vLLM's
     # routes keep theirs: multipart uploads must stay multipart).
     app.add_middleware(OnlyOnPaths, middleware=JsonBodyMiddleware, paths=frozenset({"/chat"}))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(ApiKeyMiddleware, api_key=key)
     app.add_middleware(HttpMetricsMiddleware, metrics=serving.metrics)

@@ -27,6 +27,7 @@ class FakeBackend:
     base_name = "fake"
     default_model = "fake"
     max_model_len = 64
+    max_token_chars = 1
 
     def __init__(self, script=("Hello wor", "ld! Bye", "."), finish="stop"):
         self.script = script

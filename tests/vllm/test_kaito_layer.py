@@ -19,6 +19,7 @@ class IdleBackend:
 
     base_name = default_model = "m"
     max_model_len = 64
+    max_token_chars = 1
 
     def ready(self) -> bool:
         return True
@@ -57,11 +58,12 @@ def vllm_like_app(registry) -> FastAPI:
 
 @pytest.fixture
 def layered():
-    def make(api_key=None):
+    def make(api_key=None, max_request_body_bytes=4 * 1024 * 1024):
         registry = CollectorRegistry()
         Gauge("vllm:num_requests_running", "engine gauge", ["model_name"], registry=registry).labels("m").set(3)
         app = vllm_like_app(registry)
-        settings = ServerSettings(preset="tiny-llama", api_key=api_key, max_queued_requests=1)
+        settings = ServerSettings(preset="tiny-llama", api_key=api_key, max_queued_requests=1,
+                                  max_request_body_bytes=max_request_body_bytes)
         attach(app, IdleBackend(), settings, max_num_seqs=2, engine_registry=registry)
         return app, TestClient(app)
 
@@ -90,6 +92,13 @@ def test_admission_gate_covers_vllm_routes(layered):
     admission.in_system = 0
     assert client.post("/v1/completions").status_code == 200
     assert "kaito_ratelimit_rejected_total 1.0" in client.get("/metrics").text
+
+
+def test_the_body_limit_covers_vllm_routes(layered):
+    app, client = layered(max_request_body_bytes=2048)
+    r = client.post("/v1/completions", content=b"x" * 2049)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    assert client.post("/v1/completions", content=b"x" * 2048).json() == {"ok": True}
 
 
 def test_api_key_and_json_bodies(layered):

@@ -48,12 +48,16 @@ def chat_router(serving: Serving, pipeline: str = "text-generation") -> APIRoute
             raise KaitoBadRequest(PROMPT_REQUIRED)
         kw = body.generate_kwargs
         _check_kwargs(kw)
-        if use_messages:
-            prompt_text = ""
-            ids = backend.encode_chat([m.model_dump() for m in body.messages])
-        else:
-            prompt_text = (body.prefix or "") + body.prompt
-            ids = backend.encode_prompt(prompt_text)
+        hole = body.handle_long_generation == "hole"
+        try:
+            if use_messages:
+                prompt_text = ""
+                ids = await serving.encode_chat([m.model_dump() for m in body.messages])
+            else:
+                prompt_text = (body.prefix or "") + body.prompt
+                ids = await serving.encode_prompt(prompt_text, "prompt", truncated=hole)
+        except BadRequest as err:
+            raise KaitoBadRequest(err.message) from None
         if kw.max_new_tokens is not None:
             new = kw.max_new_tokens
         else:
@@ -61,7 +65,7 @@ def chat_router(serving: Serving, pipeline: str = "text-generation") -> APIRoute
             if new <= 0:
                 raise KaitoBadRequest(f"generate_kwargs.max_length={kw.max_length} counts the prompt too, which is "
                                       f"{len(ids)} tokens: raise max_length or set max_new_tokens")
-        if body.handle_long_generation == "hole" and len(ids) + new > backend.max_model_len:
+        if hole and len(ids) + new > backend.max_model_len:
             keep = backend.max_model_len - min(new, backend.max_model_len - 1)
             ids = ids[-keep:]
         try:
@@ -76,7 +80,7 @@ def chat_router(serving: Serving, pipeline: str = "text-generation") -> APIRoute
         job = Job(ids, params, backend.default_model)
         async with serving.admission.slot():
             result = await cancel_on_disconnect(request, serving.complete(job))
-        text = backend.decode(result.token_ids, clean_up_tokenization_spaces=body.clean_up_tokenization_spaces)
+        text = await serving.decode(result.token_ids, clean_up_tokenization_spaces=body.clean_up_tokenization_spaces)
         if body.return_full_text and not use_messages:
             text = prompt_text + text
         return KaitoResult(Result=text)

@@ -71,7 +71,7 @@ def openai_router(serving: Serving) -> APIRouter:
         _check_unsupported(body)
         model = backend.resolve_model(body.model)
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        prompt_ids = backend.encode_chat(messages)
+        prompt_ids = await serving.encode_chat(messages)
         requested = body.max_completion_tokens or body.max_tokens
         param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
         budget = serving.token_budget(len(prompt_ids), requested, "messages", param)
@@ -100,9 +100,9 @@ def openai_router(serving: Serving) -> APIRouter:
             raise BadRequest("prompt: give at least one prompt", param="prompt")
         jobs, echoes, prompt_tokens = [], [], 0
         for i, prompt in enumerate(prompts):
-            ids = backend.encode_prompt(prompt)
-            prompt_tokens += len(ids)
             param = "prompt" if isinstance(body.prompt, str) else f"prompt[{i}]"
+            ids = await serving.encode_prompt(prompt, param)
+            prompt_tokens += len(ids)
             budget = serving.token_budget(len(ids), body.max_tokens, param, default=16)
             for _ in range(body.n):
                 jobs.append(Job(ids, _params(body, budget), model, body.stop_list()))

@@ -67,6 +67,8 @@ class Backend(Protocol):
     default_model: str
     """What /chat and requests without `model` use (the combined adapter when adapters exist, as Kaito)."""
     max_model_len: int
+    max_token_chars: int
+    """The most characters one token stands for (runtime.inference.limits.longest_token_chars); 0 = unknown."""
 
     def ready(self) -> bool:
         """True once the model is loaded and the engine accepts requests."""

@@ -30,6 +30,7 @@ from pathlib import Path
 from runtime.inference.backends.base import Delta, EngineStats, GenerationRequest, ModelCard
 from runtime.inference.backends.chat import chat_prompt_ids
 from runtime.inference.errors import BadRequest, ModelNotFound, NotImplementedInBackend, ServiceUnavailable
+from runtime.inference.limits import longest_token_chars
 from runtime.inference.settings import ServerSettings, SettingsError, model_location
 from runtime.kaito.adapters import AdapterFolderError, adapter_folders, check_adapter_folder
 from runtime.kaito.templates import TemplateNotFound, preset_template_path, read_template
@@ -124,6 +125,7 @@ class TransformersBackend:
         self.base_name = settings.resolved_name()
         self.default_model = self.base_name
         self.max_model_len = 0
+        self.max_token_chars = 0
         self.model_root = ""
         self._ready = False
         self._adapters: dict[str, str] = {}  # served name -> source path
@@ -193,6 +195,7 @@ class TransformersBackend:
         self.model = model
         config_len = getattr(model.config.get_text_config(), "max_position_embeddings", None) or preset.context_length
         self.max_model_len = min(s.max_model_len or config_len, config_len)
+        self.max_token_chars = longest_token_chars(tokenizer)
         self._eos = _eos_ids(model, tokenizer)
 
         if adapters:
