@@ -18,6 +18,7 @@ from runtime.inference.admission import Admission
 from runtime.inference.backends.base import Backend, Delta, GenerationRequest, SamplingParams
 from runtime.inference.errors import APIError, BadRequest
 from runtime.inference.limits import check_prompt_chars
+from runtime.inference.memory import BIG_TEXT_CHARS, give_back_freed_memory
 from runtime.inference.metrics import ServerMetrics
 
 
@@ -59,14 +60,14 @@ class Serving:
         fit the context, unless the caller keeps only its end (`truncated`, Kaito's handle_long_generation)."""
         if not truncated:
             check_prompt_chars(len(text), self.backend.max_model_len, self.backend.max_token_chars, param)
-        return await asyncio.to_thread(self.backend.encode_prompt, text)
+        return await _tokenize(self.backend.encode_prompt, text, chars=len(text))
 
     async def encode_chat(self, messages: list[dict], param: str = "messages") -> list[int]:
         """The chat template applied and tokenized in a worker thread, after the same check on the messages' text
         (their tokens alone must fit the context)."""
         chars = sum(len(m.get("content") or "") for m in messages)
         check_prompt_chars(chars, self.backend.max_model_len, self.backend.max_token_chars, param)
-        return await asyncio.to_thread(self.backend.encode_chat, messages)
+        return await _tokenize(self.backend.encode_chat, messages, chars=chars)
 
     async def decode(self, token_ids: Sequence[int], clean_up_tokenization_spaces: bool = False) -> str:
         return await asyncio.to_thread(self.backend.decode, token_ids, clean_up_tokenization_spaces)
@@ -185,6 +186,20 @@ class Serving:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _tokenize(encode, what, chars: int) -> list[int]:
+    """`encode(what)` in a worker thread; after a big text, the memory its tokenizer freed goes back to the OS
+    (runtime/inference/memory.py says why it would not by itself)."""
+
+    def run() -> list[int]:
+        try:
+            return encode(what)
+        finally:
+            if chars > BIG_TEXT_CHARS:
+                give_back_freed_memory()
+
+    return await asyncio.to_thread(run)
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:
