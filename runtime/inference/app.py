@@ -19,11 +19,11 @@ from runtime.inference.api.system import system_router
 from runtime.inference.auth import ApiKeyMiddleware, JsonBodyMiddleware
 from runtime.inference.backends.base import Backend
 from runtime.inference.errors import install_error_handlers
+from runtime.inference.json_body import JsonBodyCheckMiddleware
 from runtime.inference.limits import BodyLimitMiddleware
 from runtime.inference.metrics import HttpMetricsMiddleware, ServerMetrics
 from runtime.inference.serving import Serving
 from runtime.inference.settings import ServerSettings
-from runtime.inference.unicode_check import ValidUnicodeMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def build_app(settings: ServerSettings, backend: Backend | None = None,
     app.include_router(adapters_router(serving))
     install_error_handlers(app)
     key = settings.api_key.get_secret_value() if settings.api_key else None
-    app.add_middleware(ValidUnicodeMiddleware)  # innermost: it sees the JSON content type JsonBody sets
+    app.add_middleware(JsonBodyCheckMiddleware)  # innermost: it sees the JSON content type JsonBody sets
     app.add_middleware(JsonBodyMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(ApiKeyMiddleware, api_key=key)

@@ -104,6 +104,8 @@ def _validation_param(loc: tuple) -> str | None:
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+    if not isinstance(first, dict):  # raised by hand with plain messages (vLLM's JSON content-type check; found by
+        return str(first), None      # the fuzz run: reading it as pydantic's dict was a 500)
     loc = tuple(first.get("loc", ()))
     param = _validation_param(loc)
     if first.get("type") == "json_invalid":

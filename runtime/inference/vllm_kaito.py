@@ -20,10 +20,10 @@ from prometheus_client import generate_latest
 from runtime.inference.admission import AdmissionMiddleware
 from runtime.inference.app import build_serving
 from runtime.inference.errors import install_error_handlers
+from runtime.inference.json_body import JsonBodyCheckMiddleware
 from runtime.inference.limits import BodyLimitMiddleware
 from runtime.inference.metrics import HttpMetricsMiddleware, ServerMetrics
 from runtime.inference.settings import ServerSettings
-from runtime.inference.unicode_check import ValidUnicodeMiddleware
 
 # vLLM routes that run the engine: guarded by the admission gate. Others (models, tokenize, health) stay open.
 INFERENCE_PATHS = frozenset({
@@ -94,7 +94,7 @@ def attach(app: FastAPI, backend, settings: ServerSettings, max_num_seqs: int, e
     # Starlette rebuild it, with ours, on the first request. The last middleware added is the outermost.
     app.middleware_stack = None
     app.add_middleware(AdmissionMiddleware, admission=serving.admission, paths=INFERENCE_PATHS)
-    app.add_middleware(ValidUnicodeMiddleware)  # inside JsonBody, which gives /chat's curl bodies a JSON type
+    app.add_middleware(JsonBodyCheckMiddleware)  # inside JsonBody, which gives /chat's curl bodies a JSON type
     # Kaito's documented `curl -d '{...}' /chat` sends a form content type; only /chat reads it as JSON (vLLM's
     # routes keep theirs: multipart uploads must stay multipart).
     app.add_middleware(OnlyOnPaths, middleware=JsonBodyMiddleware, paths=frozenset({"/chat"}))

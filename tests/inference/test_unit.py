@@ -347,7 +347,7 @@ def test_a_request_that_never_fits_is_400_not_429(fake):
 
 
 def test_lone_surrogates_are_found_and_named():
-    from runtime.inference.unicode_check import find_in_body, lone_surrogate
+    from runtime.inference.json_body import find_in_body, lone_surrogate
 
     body = {"model": "m", "messages": [{"role": "user", "content": "ok"}, {"role": "user", "content": "x\ud800"}]}
     assert lone_surrogate(body) == ("messages[1].content", 1)
@@ -374,6 +374,16 @@ def test_a_lone_surrogate_is_400_on_every_route(client, fake):
     assert r.status_code == 400 and r.json()["error"]["param"] == "lora_path"
     assert fake.requests == []
     assert client.post("/v1/completions", json={"prompt": "\U0001f600", "max_tokens": 1}).status_code == 200
+
+
+@pytest.mark.parametrize("body", [b'"a string"', b"[1, 2]", b"3", b"null", b"  true"])
+def test_a_json_body_that_is_not_an_object_is_400_naming_the_body(client, fake, body):
+    r = client.post("/v1/completions", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "body"
+    assert "must be a JSON object" in r.json()["error"]["message"]
+    r = client.post("/chat", content=body)  # curl -d: read as JSON
+    assert r.status_code == 400 and "must be a JSON object" in r.json()["detail"]
+    assert fake.requests == []
 
 
 # --- probes ---

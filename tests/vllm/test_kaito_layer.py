@@ -5,7 +5,8 @@ against real vLLM; this keeps the wiring covered in the fast tier."""
 from __future__ import annotations
 
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -48,6 +49,14 @@ def vllm_like_app(registry) -> FastAPI:
     @app.post("/v1/completions")
     async def completions():
         return {"ok": True}
+
+    async def json_only(request: Request):  # vLLM's validate_json_request: plain-string errors, not pydantic's
+        if request.headers.get("content-type", "").split(";")[0] != "application/json":
+            raise RequestValidationError(errors=["Unsupported Media Type: Only 'application/json' is allowed"])
+
+    @app.post("/scale_elastic_ep", dependencies=[Depends(json_only)])
+    async def reads_its_body_by_hand(request: Request):  # as vLLM's route does: a JSON list made it a 500
+        return {"size": (await request.json()).get("new_data_parallel_size")}
 
     @app.post("/v1/audio/transcriptions")
     async def upload(request: Request):
@@ -99,6 +108,20 @@ def test_the_body_limit_covers_vllm_routes(layered):
     r = client.post("/v1/completions", content=b"x" * 2049)
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
     assert client.post("/v1/completions", content=b"x" * 2048).json() == {"ok": True}
+
+
+def test_a_vllm_route_that_reads_its_body_by_hand_gets_400_for_a_json_list_not_500(layered):
+    app, client = layered()
+    r = client.post("/scale_elastic_ep", content=b"[]", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "body"
+    assert client.post("/scale_elastic_ep", json={"new_data_parallel_size": 2}).json() == {"size": 2}
+
+
+def test_a_validation_error_raised_with_plain_messages_is_400_not_500(layered):
+    app, client = layered()
+    r = client.post("/scale_elastic_ep")  # no content type: vLLM's check raises RequestValidationError(["..."])
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == "Unsupported Media Type: Only 'application/json' is allowed"
 
 
 def test_api_key_and_json_bodies(layered):

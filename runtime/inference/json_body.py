@@ -1,7 +1,11 @@
-"""Text in a request must be valid Unicode: checked on the raw JSON body, before any route or model reads it.
+"""Checks on a raw JSON request body, before any route or model reads it, on every route (ours and vLLM's):
 
-JSON can carry a lone UTF-16 surrogate (`"x\\ud800y"`): Python reads it into a `str` that no tokenizer can encode
-(the Rust tokenizer raises a TypeError). Such a body gets a 400 naming the field, on every route that reads text.
+- It is a JSON object. Every request of ours and of vLLM's is one, but some vLLM routes read `await request.json()`
+  and call `.get` on it: a JSON string or list there was a 500 (found by the fuzz run, tests/inference/fuzz.py).
+- Its text is valid Unicode. JSON can carry a lone UTF-16 surrogate (`"x\\ud800y"`): Python reads it into a `str`
+  that no tokenizer can encode (the Rust tokenizer raises a TypeError).
+
+Either gets a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -50,9 +54,22 @@ def find_in_body(body: bytes) -> str | None:
     return None if found is None else (found[0] or "body")
 
 
-class ValidUnicodeMiddleware:
-    """ASGI middleware for any app (ours or vLLM's): a JSON POST body with a lone surrogate gets a 400 naming the
-    field (Kaito's `{"detail": ...}` on /chat, the OpenAI envelope elsewhere) before any route reads it."""
+def body_problem(body: bytes) -> tuple[str, str] | None:
+    """(field, what is wrong) for a JSON body that is not an object or holds a lone surrogate; None if neither.
+    A body that is empty or starts like an object is left to the route's own validation (missing or bad JSON)."""
+    start = body.lstrip()[:1]
+    if start not in (b"", b"{"):
+        return "body", "the request body must be a JSON object ({...})"
+    path = find_in_body(body)
+    if path is not None:
+        return path, f"{path}: not valid Unicode text (it holds a lone UTF-16 surrogate escape such as \\ud800)"
+    return None
+
+
+class JsonBodyCheckMiddleware:
+    """ASGI middleware for any app (ours or vLLM's): a JSON POST body that is not an object or holds a lone
+    surrogate gets a 400 naming the field (Kaito's `{"detail": ...}` on /chat, the OpenAI envelope elsewhere)
+    before any route reads it."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -69,9 +86,9 @@ class ValidUnicodeMiddleware:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        path = find_in_body(body)
-        if path is not None:
-            message = f"{path}: not valid Unicode text (it holds a lone UTF-16 surrogate escape such as \\ud800)"
+        problem = body_problem(body)
+        if problem is not None:
+            path, message = problem
             if scope.get("path") == "/chat":
                 payload = {"detail": message}
             else:
