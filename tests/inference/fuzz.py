@@ -44,7 +44,7 @@ def run(base_url: str, examples: int, headers: dict[str, str] | None = None) -> 
             @given(case=operation.as_strategy(generation_mode=mode))
             def fuzz(case):
                 check_response(case, case.call(headers=headers))
-                sent[operation.label] = sent.get(operation.label, 0) + 1
+                sent[case.operation.label] = sent.get(case.operation.label, 0) + 1
 
             try:
                 fuzz()
@@ -62,7 +62,8 @@ def check_response(case, response) -> None:
         try:
             body = response.json()
         except ValueError:
-            raise AssertionError(f"{response.status_code} without a JSON body for {request}: {response.text[:300]}")
+            raise AssertionError(f"{response.status_code} without a JSON body for {request}: {response.text[:300]}"
+                                 ) from None
         if case.formatted_path == "/chat":
             assert isinstance(body, dict) and isinstance(body.get("detail"), str), (request, body)
         elif case.formatted_path.startswith("/v1/messages") and body.get("type") == "error":  # Anthropic's API
