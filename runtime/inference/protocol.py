@@ -57,6 +57,8 @@ class _SamplingFields(_Lenient):
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = Field(None, description="Up to 4 strings that end the text (not included).")
     seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Reproducible sampling for this request.")
+    min_tokens: int = Field(0, ge=0, description="vLLM extension: no end of sequence before this many tokens.")
+    ignore_eos: bool = Field(False, description="vLLM extension: go on after the end of sequence, to max_tokens.")
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     logprobs: Any = None
@@ -165,6 +167,7 @@ class GenerateKwargs(BaseModel):
     typical_p: float = Field(1.0, gt=0.0, le=1.0)
     repetition_penalty: float = Field(1.0, gt=0.0)
     max_new_tokens: int | None = Field(None, ge=1, description="If set, wins over max_length (transformers' rule).")
+    min_new_tokens: int = Field(0, ge=0, description="No end of sequence before this many new tokens.")
     seed: int | None = Field(None, ge=0, le=SEED_MAX)
 
 

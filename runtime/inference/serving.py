@@ -117,7 +117,7 @@ class Serving:
                     generated += len(delta.token_ids)
                     m.generation_tokens.labels(name).inc(len(delta.token_ids))
                     pending += delta.text
-                    if stops:
+                    if stops and generated >= job.params.min_tokens:  # as vLLM: no stop before min_tokens
                         cut = _first_stop(pending, stops)
                         if cut is not None:
                             finished = True

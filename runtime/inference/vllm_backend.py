@@ -271,6 +271,8 @@ class VllmEngine:
             top_p=p.top_p,
             top_k=p.top_k if p.top_k > 0 else 0,
             seed=p.seed,
+            min_tokens=p.min_tokens,
+            ignore_eos=p.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
         )
         lora = self._loras().get(request.model) if request.model != self.base_name else None

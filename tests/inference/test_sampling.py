@@ -1,10 +1,12 @@
 """The per-request sampler (runtime/inference/backends/sampling.py) on real tensors: greedy rows untouched,
-seeds reproducible, top-k and top-p respected."""
+seeds reproducible, top-k and top-p respected; EOS held back until a request's min_new_tokens."""
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from runtime.inference.backends.sampling import RequestSampler
+from runtime.inference.backends.sampling import MIN_NEW_TOKENS_KWARG, MinNewTokens, RequestSampler
 
 pytestmark = pytest.mark.slow  # imports transformers (~5 s); the logic itself takes milliseconds
 
@@ -44,3 +46,23 @@ def test_top_k_and_top_p_limit_the_choice():
     assert all(draw(sampler, scores, [p])[0][0] == 99 for _ in range(10))  # 99 alone holds > 50% of the mass
     sampler.forget(k)
     assert torch.equal(draw(sampler, scores, [k])[1], scores)  # forgotten slot: untouched
+
+
+def test_eos_is_held_back_until_min_new_tokens():
+    eos = {3, 7}
+    mask = MinNewTokens(eos)
+
+    def request(minimum, generated):
+        kwargs = {MIN_NEW_TOKENS_KWARG: minimum} if minimum is not None else {}
+        return SimpleNamespace(state=SimpleNamespace(logit_processor_kwargs=kwargs, generated_tokens=[0] * generated))
+
+    # due: 5 - 2 = 3 (held back), 5 - 5 = 0 (free), no minimum (free), 1 - 0 = 1 (held back)
+    due = mask.prepare_tensor_args([request(5, 2), request(5, 5), request(None, 9), request(1, 0)])
+    assert due.tolist() == [3, 0, -9, 1]
+    scores = torch.zeros(4, 10)
+    scores[:, 3] = 5.0  # EOS is every row's best token
+    out = mask(scores.clone(), due)
+    assert out.argmax(-1).tolist() != [3, 3, 3, 3] and out[1].argmax() == 3 and out[2].argmax() == 3
+    for row in (0, 3):
+        assert out[row, 3] == float("-inf") and out[row, 7] == float("-inf")
+        assert torch.isfinite(out[row]).sum() == 8

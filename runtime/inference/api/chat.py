@@ -3,7 +3,8 @@ answer `{"Result": "..."}`, Kaito's 400 `{"detail": ...}` messages.
 
 Differences from Kaito, on purpose: for `messages` the answer is the assistant's text (Kaito returned a Python repr
 of a dict); generation runs on the shared continuous-batching engine, so `generate_kwargs` it cannot honour
-(beam search, min_length, typical_p, repetition_penalty) get a 400 naming the key instead of being silently ignored.
+(beam search, typical_p, repetition_penalty) get a 400 naming the key instead of being silently ignored.
+`min_length` (prompt included) and `min_new_tokens` hold back the end of sequence, as transformers' processors do.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ MESSAGES_REQUIRED = "Conversational parameter messages required"
 # Keys Kaito fills from the tokenizer; the engine knows them already.
 _IGNORED_KWARGS = {"pad_token_id", "eos_token_id", "early_stopping"}
 # Non-default values the engine cannot honour: key -> Kaito's default.
-_UNSUPPORTED = {"num_beams": 1, "min_length": 0, "typical_p": 1.0, "repetition_penalty": 1.0}
+_UNSUPPORTED = {"num_beams": 1, "typical_p": 1.0, "repetition_penalty": 1.0}
 
 
 def _check_kwargs(kw: GenerateKwargs) -> None:
@@ -74,9 +75,13 @@ def chat_router(serving: Serving, pipeline: str = "text-generation") -> APIRoute
                                           "generate_kwargs.max_length")
         except BadRequest as err:
             raise KaitoBadRequest(err.message) from None
+        minimum = max(kw.min_new_tokens, kw.min_length - len(ids))
+        if minimum > budget:
+            raise KaitoBadRequest(f"generate_kwargs.min_new_tokens (or min_length): {minimum} new tokens is more than "
+                                  f"max_new_tokens, or than what the context leaves after the prompt ({budget})")
         temperature = kw.temperature if kw.do_sample else 0.0
         params = SamplingParams(max_tokens=budget, temperature=temperature, top_p=kw.top_p, top_k=kw.top_k,
-                                seed=kw.seed)
+                                seed=kw.seed, min_tokens=max(minimum, 0))
         job = Job(ids, params, backend.default_model)
         async with serving.admission.slot():
             result = await cancel_on_disconnect(request, serving.complete(job))

@@ -44,9 +44,13 @@ def _check_unsupported(body) -> None:
 
 
 def _params(body, max_tokens: int) -> SamplingParams:
+    """The request's sampling with `max_tokens` as its budget; a `min_tokens` above it is a 400 (as vLLM's)."""
+    if body.min_tokens > max_tokens:
+        raise BadRequest(f"min_tokens={body.min_tokens} is more than max_tokens, or than what the context leaves "
+                         f"after the prompt ({max_tokens})", param="min_tokens")
     top_k = body.top_k if body.top_k and body.top_k > 0 else 0
     return SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=top_k,
-                          seed=body.seed)
+                          seed=body.seed, min_tokens=body.min_tokens, ignore_eos=body.ignore_eos)
 
 
 def _sse(data: dict | str) -> str:

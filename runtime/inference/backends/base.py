@@ -23,6 +23,10 @@ class SamplingParams:
     top_k: int = 0
     """0 = no top-k filtering."""
     seed: int | None = None
+    min_tokens: int = 0
+    """No end of sequence before this many new tokens (vLLM's min_tokens; Kaito's min_new_tokens)."""
+    ignore_eos: bool = False
+    """Generate max_tokens whatever the model says (vLLM's extension: benchmarks force output lengths with it)."""
 
 
 @dataclass(frozen=True)

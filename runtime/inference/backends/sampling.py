@@ -1,4 +1,5 @@
-"""Per-request sampling for transformers' continuous batching: temperature, top-k, top-p and seed.
+"""Per-request sampling for transformers' continuous batching: temperature, top-k, top-p and seed; and a minimum
+of new tokens before the end of sequence (min_tokens, ignore_eos).
 
 Why our own processor: CB's per-request warpers (transformers 5.24) fully sort the vocabulary twice per row and
 step (top-k and top-p) even when a request asks for neither, and draw every row with one `torch.multinomial` on the
@@ -20,6 +21,7 @@ import torch
 from transformers.generation.continuous_batching.cb_logits_processors import ContinuousBatchingLogitsProcessor
 
 SLOT_KWARG = "sampling_slot"
+MIN_NEW_TOKENS_KWARG = "min_new_tokens"
 
 
 @dataclass
@@ -89,12 +91,42 @@ class RequestSampler(ContinuousBatchingLogitsProcessor):
         return int(candidates[choice]) if candidates is not None else choice
 
 
-def install(manager) -> RequestSampler:
-    """Make a not-yet-started ContinuousBatchingManager sample through a RequestSampler."""
+class MinNewTokens(ContinuousBatchingLogitsProcessor):
+    """No end of sequence before a request's `min_new_tokens` (vLLM's `min_tokens`; `ignore_eos` is min = max): its
+    EOS logits are -inf until it has generated that many tokens. CB then never sees EOS, so it runs on; the
+    RequestSampler, after this one, draws from what is left."""
+
+    supported_kwargs: dict[str, type] = {MIN_NEW_TOKENS_KWARG: int}
+    ignored_kwargs: tuple[str, ...] = ()
+
+    def __init__(self, eos_ids: set[int]) -> None:
+        self.eos_ids = torch.tensor(sorted(eos_ids), dtype=torch.long)
+
+    def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
+        int32_tensor.fill_(0)
+
+    def prepare_tensor_args(self, requests_with_new_token) -> torch.Tensor:
+        # tokens still due before EOS may come: the request's minimum less what it has generated
+        due = [r.state.logit_processor_kwargs.get(MIN_NEW_TOKENS_KWARG, 0) - len(r.state.generated_tokens)
+               for r in requests_with_new_token]
+        return torch.tensor(due, dtype=torch.int32, device="cpu")
+
+    def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+        rows = (tensor_arg[: scores.size(0)] > 0).nonzero().flatten()
+        if rows.numel() and self.eos_ids.numel():
+            eos = self.eos_ids.to(scores.device)
+            scores[rows.to(scores.device).unsqueeze(1), eos.unsqueeze(0)] = float("-inf")
+        return scores
+
+
+def install(manager, eos_ids: set[int]) -> RequestSampler:
+    """Make a not-yet-started ContinuousBatchingManager hold back EOS (MinNewTokens), then sample through a
+    RequestSampler; returns the sampler."""
     sampler = RequestSampler()
     processors = manager.logit_processor
-    processors.logits_processor.append(sampler)
-    processors.tensors_required += 1
-    processors.supported_keys.update(sampler.supported_kwargs)
+    for processor in (MinNewTokens(eos_ids), sampler):  # in this order: the sampler draws from the masked row
+        processors.logits_processor.append(processor)
+        processors.tensors_required += 1
+        processors.supported_keys.update(processor.supported_kwargs)
     processors.do_processing = True
     return sampler

@@ -251,7 +251,7 @@ class TransformersBackend:
             self.manager = self.model.init_continuous_batching(
                 generation_config=gen_config, continuous_batching_config=cb_config
             )
-        self.sampler = sampling.install(self.manager)
+        self.sampler = sampling.install(self.manager, self._eos)
         self.manager.start()
         self._activate(self.default_model)
 
@@ -443,6 +443,9 @@ class TransformersBackend:
             if p.temperature > 0:
                 slot = self.sampler.register(p.temperature, p.top_k, p.top_p, p.seed)
                 kwargs[sampling.SLOT_KWARG] = slot
+            minimum = p.max_tokens if p.ignore_eos else p.min_tokens
+            if minimum > 0:
+                kwargs[sampling.MIN_NEW_TOKENS_KWARG] = minimum
             self.manager.add_request(list(request.prompt_ids), request_id=rid, max_new_tokens=p.max_tokens,
                                      streaming=True, **kwargs)
             decoder = DecodeStream([], skip_special_tokens=True)
