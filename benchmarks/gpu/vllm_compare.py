@@ -6,7 +6,7 @@
 For each round it starts bare `python -m vllm.entrypoints.openai.api_server <argv>` and then our server
 (`python -m runtime.inference.vllm_backend PRESET`), where <argv> is exactly what our server derives
 (`--print-args`), so the engines are configured alike. Each is measured with the serving benchmark
-(`python -m benchmarks.serving.run --url ...`: streaming chat, concurrency 1/4/16, 64 new tokens) and stopped
+(`python -m benchmarks.serving.run --url ...`: streaming completions, 64 tokens forced, concurrency 1/4/16) and stopped
 before the next starts. Prints one table and writes benchmarks/results/vllm-compare-<time>.json.
 
 Rounds alternate which server goes first. Targets (issue 4): ours >= 0.9x bare vLLM's output tokens/s at concurrency 16, TTFT p50 <= 1.1x bare's.
@@ -17,9 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,79 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from benchmarks.serving.servers import Server, engine_argv, free_port, server_env
+from benchmarks.serving.servers import our_vllm_argv as our_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", VLLM_NO_USAGE_STATS="1",
-               VLLM_DO_NOT_TRACK="1", OMP_NUM_THREADS=str(threads))
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    return env
-
-
-class Server:
-    def __init__(self, name: str, cmd: list[str], port: int, env: dict[str, str], log_dir: Path):
-        self.name, self.port = name, port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_dir / f".{name}-{port}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def wait_ready(self, timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; log: {self.log_path}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return time.perf_counter() - self.started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"{self.name} not healthy after {timeout:.0f}s; log: {self.log_path}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self._log.close()
-
-
-def our_argv(python: str, preset: str, model_path: str | None, port: int, config: str | None = None) -> list[str]:
-    argv = [python, "-m", "runtime.inference.vllm_backend", preset, "--host", "127.0.0.1", "--port", str(port),
-            "--adapters-dir", "/nonexistent/no-adapters"]
-    if model_path:
-        argv += ["--model-path", model_path]
-    if config:
-        argv += ["--config", config]
-    return argv
-
-
-def engine_argv(python: str, preset: str, model_path: str | None, port: int, env: dict[str, str],
-                config: str | None = None) -> list[str]:
-    """What our server passes to vLLM (so bare vLLM gets the very same flags)."""
-    done = subprocess.run(our_argv(python, preset, model_path, port, config) + ["--print-args"], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"our server's --print-args failed:\n{done.stderr[-3000:]}")
-    return shlex.split(done.stdout.strip().splitlines()[-1])
 
 
 def run_benchmark(url: str, model: str, levels: str, requests: int | None, max_tokens: int, out: Path,
@@ -171,19 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.preset}, {args.max_tokens} new tokens, medians of {args.rounds} round(s), "
           f"{args.threads} OMP thread(s), load average {os.getloadavg()[0]:.1f}")
     print(f"{'conc':>4} | {'bare tok/s':>10} {'ours tok/s':>10} {'ratio':>6} | {'bare TTFT':>9} {'ours TTFT':>9} "
-          f"{'ratio':>6} | {'bare p95 lat':>12} {'ours p95 lat':>12}")
+          f"{'ratio':>6} | {'bare TTFT p99':>13} {'ours TTFT p99':>13}")
     table = []
     for b, o in zip(bare, ours, strict=True):
         row = {"concurrency": int(b["concurrency"]),
-               "bare_output_tok_s": b["output_tokens_per_s"], "ours_output_tok_s": o["output_tokens_per_s"],
-               "throughput_ratio": o["output_tokens_per_s"] / b["output_tokens_per_s"],
+               "bare_output_tok_s": b["output_tok_s"], "ours_output_tok_s": o["output_tok_s"],
+               "throughput_ratio": o["output_tok_s"] / b["output_tok_s"],
                "bare_ttft_p50_s": b["ttft_p50_s"], "ours_ttft_p50_s": o["ttft_p50_s"],
                "ttft_ratio": o["ttft_p50_s"] / b["ttft_p50_s"],
-               "bare_latency_p95_s": b["latency_p95_s"], "ours_latency_p95_s": o["latency_p95_s"]}
+               "bare_ttft_p99_s": b["ttft_p99_s"], "ours_ttft_p99_s": o["ttft_p99_s"]}
         table.append(row)
         print(f"{row['concurrency']:>4} | {row['bare_output_tok_s']:>10.1f} {row['ours_output_tok_s']:>10.1f} "
               f"{row['throughput_ratio']:>6.2f} | {row['bare_ttft_p50_s']:>9.3f} {row['ours_ttft_p50_s']:>9.3f} "
-              f"{row['ttft_ratio']:>6.2f} | {row['bare_latency_p95_s']:>12.2f} {row['ours_latency_p95_s']:>12.2f}")
+              f"{row['ttft_ratio']:>6.2f} | {row['bare_ttft_p99_s']:>13.3f} {row['ours_ttft_p99_s']:>13.3f}")
     top = table[-1]
     targets = {"concurrency": top["concurrency"],
                "throughput_ratio": round(top["throughput_ratio"], 3), "throughput_target": 0.9,

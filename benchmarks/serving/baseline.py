@@ -31,6 +31,40 @@ def build_app(model_dir: str):
     def models():
         return {"object": "list", "data": [{"id": "baseline", "object": "model"}]}
 
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        """Streaming only, greedy; `ignore_eos` as transformers says it: min_new_tokens = max_new_tokens."""
+        body = await request.json()
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        new = body.get("max_tokens", 16)
+        counted = {"n": 0}
+
+        def run():
+            inputs = tokenizer(body["prompt"], return_tensors="pt")
+            with lock:
+                out = pipe.model.generate(**inputs, max_new_tokens=new, min_new_tokens=new if body.get("ignore_eos")
+                                          else 0, do_sample=False, streamer=streamer)
+            counted["n"] = out.shape[1] - inputs["input_ids"].shape[1]
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+
+        async def events():
+            base = {"id": "x", "object": "text_completion", "created": int(time.time()), "model": "baseline"}
+            iterator = iter(streamer)
+            while True:
+                piece = await asyncio.to_thread(next, iterator, None)
+                if piece is None:
+                    break
+                if piece:
+                    yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'text': piece}]})}\n\n"
+            await asyncio.to_thread(worker.join)
+            usage = {"prompt_tokens": 0, "completion_tokens": counted["n"], "total_tokens": counted["n"]}
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         body = await request.json()
