@@ -9,6 +9,8 @@ TORCH_VERSION := 2.13.0
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 OMP_NUM_THREADS=1 \
             MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 PYTEST_ARGS ?=
+SERVING_ARGS ?=
+TUNING_ARGS ?=
 
 .PHONY: install install-vllm system-deps test test-fast test-vllm serve lint bench clean help
 
@@ -63,10 +65,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# SERVING_ARGS / TUNING_ARGS: a shorter run, e.g. SERVING_ARGS="--rounds 1 --requests 4" (docs/inference.md).
 bench: install install-vllm
 	$(BIN)/pip install -q -e '.[bench]'
-	$(TEST_ENV) $(BIN)/python -m benchmarks.serving.run
-	$(TEST_ENV) $(BIN)/python -m benchmarks.tuning.run
+	$(TEST_ENV) $(BIN)/python -m benchmarks.serving.run $(SERVING_ARGS)
+	$(TEST_ENV) $(BIN)/python -m benchmarks.tuning.run $(TUNING_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV)-vllm .pytest_cache build *.egg-info
