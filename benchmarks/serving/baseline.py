@@ -49,21 +49,7 @@ def build_app(model_dir: str):
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
 
-        async def events():
-            base = {"id": "x", "object": "text_completion", "created": int(time.time()), "model": "baseline"}
-            iterator = iter(streamer)
-            while True:
-                piece = await asyncio.to_thread(next, iterator, None)
-                if piece is None:
-                    break
-                if piece:
-                    yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'text': piece}]})}\n\n"
-            await asyncio.to_thread(worker.join)
-            usage = {"prompt_tokens": 0, "completion_tokens": counted["n"], "total_tokens": counted["n"]}
-            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return _stream(streamer, worker, counted, "text_completion", lambda piece: {"index": 0, "text": piece})
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -80,23 +66,30 @@ def build_app(model_dir: str):
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
 
-        async def events():
-            base = {"id": "x", "object": "chat.completion.chunk", "created": int(time.time()), "model": "baseline"}
-            iterator = iter(streamer)
-            while True:
-                piece = await asyncio.to_thread(next, iterator, None)
-                if piece is None:
-                    break
-                if piece:
-                    yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {'content': piece}}]})}\n\n"
-            await asyncio.to_thread(worker.join)
-            usage = {"prompt_tokens": 0, "completion_tokens": counted["n"], "total_tokens": counted["n"]}
-            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return _stream(streamer, worker, counted, "chat.completion.chunk",
+                       lambda piece: {"index": 0, "delta": {"content": piece}})
 
     return app
+
+
+def _stream(streamer, worker: threading.Thread, counted: dict, kind: str, choice) -> StreamingResponse:
+    """Server-sent events of what `streamer` yields (each piece as `choice(piece)`), then the usage and [DONE]."""
+
+    async def events():
+        base = {"id": "x", "object": kind, "created": int(time.time()), "model": "baseline"}
+        iterator = iter(streamer)
+        while True:
+            piece = await asyncio.to_thread(next, iterator, None)
+            if piece is None:
+                break
+            if piece:
+                yield f"data: {json.dumps({**base, 'choices': [choice(piece)]})}\n\n"
+        await asyncio.to_thread(worker.join)
+        usage = {"prompt_tokens": 0, "completion_tokens": counted["n"], "total_tokens": counted["n"]}
+        yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 def main() -> None:

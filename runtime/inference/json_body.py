@@ -54,6 +54,20 @@ def find_in_body(body: bytes) -> str | None:
     return None if found is None else (found[0] or "body")
 
 
+def replay(body: bytes, receive):
+    """An ASGI `receive` for the app after a middleware read the whole body: the body once, as one message, then
+    the client's own messages (its disconnect). The body is handed over, not kept: the app alone decides how long
+    it lives."""
+    held = [body]
+
+    async def receive_again():
+        if held:
+            return {"type": "http.request", "body": held.pop(), "more_body": False}
+        return await receive()
+
+    return receive_again
+
+
 def body_problem(body: bytes) -> tuple[str, str] | None:
     """(field, what is wrong) for a JSON body that is not an object or holds a lone surrogate; None if neither.
     A body that is empty or starts like an object is left to the route's own validation (missing or bad JSON)."""
@@ -98,14 +112,6 @@ class JsonBodyCheckMiddleware:
                         "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": response})
             return
-        replayed = False
-
-        async def replay():
-            nonlocal replayed, body
-            if not replayed:  # hand the body over and drop our reference: the app alone decides how long it lives
-                replayed = True
-                message, body = {"type": "http.request", "body": body, "more_body": False}, b""
-                return message
-            return await receive()  # later calls see the client's disconnect
-
-        await self.app(scope, replay, send)
+        receive_again = replay(body, receive)
+        del body  # the app holds the body from now on, for as long as it needs it
+        await self.app(scope, receive_again, send)

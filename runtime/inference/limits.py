@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 from runtime.inference.errors import BadRequest, error_body
+from runtime.inference.json_body import replay
 from runtime.inference.settings import DEFAULT_MAX_BODY_BYTES
 
 
@@ -66,17 +67,9 @@ class BodyLimitMiddleware:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         del chunks
-        replayed = False
-
-        async def replay():
-            nonlocal replayed, body
-            if not replayed:  # hand the body over and drop our reference: the app alone decides how long it lives
-                replayed = True
-                message, body = {"type": "http.request", "body": body, "more_body": False}, b""
-                return message
-            return await receive()  # later calls see the client's disconnect
-
-        await self.app(scope, replay, send)
+        receive_again = replay(body, receive)
+        del body  # the app holds the body from now on, for as long as it needs it
+        await self.app(scope, receive_again, send)
 
     async def _refuse(self, scope, send, size: int | None) -> None:
         told = f"{size} bytes" if size is not None else "more bytes"
