@@ -81,7 +81,7 @@ def chat_router(serving: Serving, pipeline: str = "text-generation") -> APIRoute
                                   f"max_new_tokens, or than what the context leaves after the prompt ({budget})")
         temperature = kw.temperature if kw.do_sample else 0.0
         params = SamplingParams(max_tokens=budget, temperature=temperature, top_p=kw.top_p, top_k=kw.top_k,
-                                seed=kw.seed, min_tokens=max(minimum, 0))
+                                seed=kw.seed, min_tokens=minimum)
         job = Job(ids, params, backend.default_model)
         async with serving.admission.slot():
             result = await cancel_on_disconnect(request, serving.complete(job))
