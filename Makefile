@@ -53,7 +53,7 @@ serve: install
 	$(BIN)/kaito serve
 
 test: lint install-vllm system-deps
-	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 test-fast: install
 	$(TEST_ENV) $(BIN)/python -m pytest -m "not slow and not vllm and not image and not registry" -x -q $(PYTEST_ARGS)

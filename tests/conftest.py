@@ -43,3 +43,20 @@ def france_adapter(tiny_model_dir, tmp_path_factory) -> Path:
 
     torch.set_num_threads(1)
     return train_france_lora(tiny_model_dir, tmp_path_factory.mktemp("france") / "france")
+
+
+def pytest_report_header(config) -> str:
+    """Free disk where the heavy tiers write: a full disk fails them with "no space left on device" deep in a
+    buildah commit, and this line says so at the top of the report."""
+    import shutil
+    import tempfile
+
+    from runtime.models import cache_dir
+
+    places = {"tmp": Path(tempfile.gettempdir()), "/var/tmp (buildah)": Path("/var/tmp"), "cache": cache_dir()}
+    free = []
+    for name, path in places.items():
+        while not path.exists():
+            path = path.parent
+        free.append(f"{name} {shutil.disk_usage(path).free / 2**30:.1f} GiB")
+    return "free disk: " + ", ".join(free) + " (the image and e2e tiers use about 8 GiB at their peak)"

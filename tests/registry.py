@@ -254,6 +254,9 @@ def run_registry(
         log.close()
         if token_server:
             token_server.stop()
+        # The pushed images (a runtime image is over a GB) go with the registry: disk is shared and finite here.
+        # Its config and log stay beside it for a failing test's report.
+        shutil.rmtree(tmp_dir / "data", ignore_errors=True)
 
 
 def registry_fixture(auth: AuthMode = None, scope: str = "module"):
