@@ -7,8 +7,10 @@ Secrets as folders, the server on 127.0.0.1:--port, this machine's network). Not
 - process: each container's command in this Python environment (`kaito` is `python -m runtime.cli`), with the
   mount paths in its arguments and variables (/mnt/adapter, /mnt/config...) mapped to those folders.
 With docker and process, init containers run first, in order; then the containers run together (the trainer and
-its pusher sidecar) until all end, or, for a server, until Ctrl-C or SIGTERM. Unlike a kubelet, neither restarts
-a container that fails: the run stops there and keeps its work directory (a trained adapter is not lost).
+its pusher sidecar) until all end, or, for a server, until Ctrl-C or SIGTERM. A Job's container that fails is
+started again, as a kubelet does under `restartPolicy: OnFailure` (a killed trainer resumes from its checkpoint),
+until it has failed more often than the Job's backoffLimit. A server's failure stops the run, as does an init
+container's. A failed run keeps its work directory (a trained adapter is not lost).
 """
 
 from __future__ import annotations
@@ -139,9 +141,18 @@ def _exit_code(returncode: int) -> int:
     return returncode if returncode >= 0 else 128 - returncode
 
 
-def _execute(init: list[Step], containers: list[Step], port: int | None, out) -> int:
-    """Init steps in order, then the containers together until all end (or one fails); a server's readiness on
-    `port` is announced once."""
+def restart_limit(local: play.LocalPod) -> int | None:
+    """How often a failed container is started again: a Job's backoffLimit under `restartPolicy: OnFailure`, as the
+    kubelet and the Job controller do; None for a server's pod (its failure ends the run, with its exit code)."""
+    if local.backoff_limit is None or local.pod["spec"].get("restartPolicy") != "OnFailure":
+        return None
+    return local.backoff_limit
+
+
+def _execute(init: list[Step], containers: list[Step], port: int | None, out, restarts: int | None = None) -> int:
+    """Init steps in order, then the containers together until all end (or one fails for good); a server's
+    readiness on `port` is announced once. A failed container is started again up to `restarts` times, at once
+    (as podman does; a kubelet backs off first)."""
     base = dict(os.environ)
     procs: list[subprocess.Popen] = []
     try:
@@ -156,17 +167,26 @@ def _execute(init: list[Step], containers: list[Step], port: int | None, out) ->
         for step in containers:
             print(step.shown(), file=out, flush=True)
             procs.append(subprocess.Popen(step.argv, env={**base, **step.env}))
+        restarted = [0] * len(containers)
         announced = port is None
         while True:
             if not announced and play.is_ready(port):
                 print(play.ready_message(port), file=out, flush=True)
                 announced = True
             codes = [p.poll() for p in procs]
-            failed = next((c for c in codes if c not in (None, 0)), None)
-            if failed is not None:
-                name = containers[codes.index(failed)].container
-                print(f"container {name} failed (exit {_exit_code(failed)})", file=out, flush=True)
-                return _exit_code(failed)
+            for i, code in enumerate(codes):
+                if code in (None, 0):
+                    continue
+                name, exit_code = containers[i].container, _exit_code(code)
+                if restarts is None or restarted[i] >= restarts:
+                    after = f" after {restarted[i]} restarts (the Job's backoffLimit)" if restarts else ""
+                    print(f"container {name} failed (exit {exit_code}){after}", file=out, flush=True)
+                    return exit_code
+                restarted[i] += 1
+                print(f"container {name} failed (exit {exit_code}); restarting it ({restarted[i]} of {restarts}, "
+                      "restartPolicy: OnFailure)", file=out, flush=True)
+                procs[i] = subprocess.Popen(containers[i].argv, env={**base, **containers[i].env})
+                codes[i] = None
             if all(c == 0 for c in codes):
                 return 0
             time.sleep(0.5)
@@ -244,7 +264,7 @@ def run(resolved: Resolved, *, engine: str | None = None, port: int = 5000, imag
         local = _local_pod(resolved, port, image, list(objects), workdir / "volumes", reveal=True)
         init, containers = steps(local, engine)
         local.write()
-        code = _run_steps(init, containers, local.port, out)
+        code = _run_steps(init, containers, local.port, out, restart_limit(local))
         return code
     except CommandError:
         code = 0  # refused before anything ran: nothing to keep
@@ -265,12 +285,12 @@ def down(resolved: Resolved, out=None) -> int:
     return play.down(resolved.workspace.name, BuilderOptions.from_env().storage_flags(), out=out or sys.stderr)
 
 
-def _run_steps(init: list[Step], containers: list[Step], port: int | None, out) -> int:
+def _run_steps(init: list[Step], containers: list[Step], port: int | None, out, restarts: int | None) -> int:
     """`_execute` with SIGTERM stopping the steps as Ctrl-C does."""
     previous = signal.signal(signal.SIGTERM, play.raise_stopped) \
         if threading.current_thread() is threading.main_thread() else None
     try:
-        return _execute(init, containers, port, out)
+        return _execute(init, containers, port, out, restarts)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
