@@ -149,10 +149,17 @@ def restart_limit(local: play.LocalPod) -> int | None:
     return local.backoff_limit
 
 
+def restart_delay(restarts: int) -> float:
+    """Seconds before a failed container's nth start again: 1, 2, 4... up to 10. A kubelet backs off from 10 s to
+    5 min to spare a shared node; one machine's run waits less, but a container that fails at once does not spin
+    (and `docker run --rm` has time to free the container's name)."""
+    return float(min(2 ** (restarts - 1), 10))
+
+
 def _execute(init: list[Step], containers: list[Step], port: int | None, out, restarts: int | None = None) -> int:
     """Init steps in order, then the containers together until all end (or one fails for good); a server's
-    readiness on `port` is announced once. A failed container is started again up to `restarts` times, at once
-    (as podman does; a kubelet backs off first)."""
+    readiness on `port` is announced once. A failed container is started again up to `restarts` times, after
+    `restart_delay`; the others run on meanwhile."""
     base = dict(os.environ)
     procs: list[subprocess.Popen] = []
     try:
@@ -168,13 +175,17 @@ def _execute(init: list[Step], containers: list[Step], port: int | None, out, re
             print(step.shown(), file=out, flush=True)
             procs.append(subprocess.Popen(step.argv, env={**base, **step.env}))
         restarted = [0] * len(containers)
+        waiting: dict[int, float] = {}  # a failed container's index -> when it starts again
         announced = port is None
         while True:
             if not announced and play.is_ready(port):
                 print(play.ready_message(port), file=out, flush=True)
                 announced = True
-            codes = [p.poll() for p in procs]
+            codes = [None if i in waiting else p.poll() for i, p in enumerate(procs)]
             for i, code in enumerate(codes):
+                if i in waiting and time.monotonic() >= waiting[i]:
+                    del waiting[i]
+                    procs[i] = subprocess.Popen(containers[i].argv, env={**base, **containers[i].env})
                 if code in (None, 0):
                     continue
                 name, exit_code = containers[i].container, _exit_code(code)
@@ -183,9 +194,10 @@ def _execute(init: list[Step], containers: list[Step], port: int | None, out, re
                     print(f"container {name} failed (exit {exit_code}){after}", file=out, flush=True)
                     return exit_code
                 restarted[i] += 1
-                print(f"container {name} failed (exit {exit_code}); restarting it ({restarted[i]} of {restarts}, "
-                      "restartPolicy: OnFailure)", file=out, flush=True)
-                procs[i] = subprocess.Popen(containers[i].argv, env={**base, **containers[i].env})
+                delay = restart_delay(restarted[i])
+                print(f"container {name} failed (exit {exit_code}); restarting it in {delay:g} s ({restarted[i]} of "
+                      f"{restarts}, restartPolicy: OnFailure)", file=out, flush=True)
+                waiting[i] = time.monotonic() + delay
                 codes[i] = None
             if all(c == 0 for c in codes):
                 return 0

@@ -33,8 +33,8 @@ def test_a_jobs_failed_container_is_restarted_and_the_pod_succeeds(tmp_path):
     assert local._execute([], [_step("trainer", FAIL_TWICE, str(starts)), sidecar], None, out, restarts=4) == 0
     assert starts.read_text() == "xxx"  # failed twice, then succeeded
     lines = [line for line in out.getvalue().splitlines() if line.startswith("container")]
-    assert lines == ["container trainer failed (exit 3); restarting it (1 of 4, restartPolicy: OnFailure)",
-                     "container trainer failed (exit 3); restarting it (2 of 4, restartPolicy: OnFailure)"]
+    assert lines == ["container trainer failed (exit 3); restarting it in 1 s (1 of 4, restartPolicy: OnFailure)",
+                     "container trainer failed (exit 3); restarting it in 2 s (2 of 4, restartPolicy: OnFailure)"]
 
 
 def test_past_the_backoff_limit_the_run_fails_with_the_containers_exit_code(tmp_path):

@@ -96,7 +96,7 @@ def test_the_rendered_job_restarts_a_killed_trainer_and_it_resumes(tmp_path):
     assert run.returncode == 0, output[-3000:]
     assert checkpoint.name == f"checkpoint-{every}"
     assert every <= killed_at < 3 * ROWS
-    assert "container trainer failed (exit 137); restarting it (1 of 6, restartPolicy: OnFailure)" in output
+    assert "container trainer failed (exit 137); restarting it in 1 s (1 of 6, restartPolicy: OnFailure)" in output
     # Resumed from a checkpoint the killed run wrote (a later one if it got that far), not from step 0.
     events = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     (resume,) = [e for e in events if e["event"] == "resume"]
